@@ -1,0 +1,621 @@
+"""Numba kernels for SimANS weights, Walker/Vose alias tables and exact sampling.
+
+Arrays in, arrays out: no Python objects, no I/O. The public layer (``simans_fast.core``) validates
+input and picks the kernels.
+
+Layout of the work: rows are split into chunks; a ``prange`` runs over chunks and each chunk owns
+its scratch buffers (no buffer is shared between threads) and writes only its own output rows, so
+there are no racy writes and the result does not depend on the number of threads.
+
+Sampling without replacement is exact successive sampling (draw proportional to the weights, remove,
+renormalise), done in two phases per row:
+
+1. *rejection*: draw from the row's alias table and discard columns already chosen ("draw with
+   replacement, discard duplicates, in draw order" is exactly successive sampling). At most
+   ``max_reject`` duplicates are tolerated per row;
+2. *exact finish*: if the row is peaked (too many duplicates) the remaining draws come from a
+   two-level cumulative sum over the not-yet-chosen candidates (chosen ones set to 0 and their
+   block recomputed), with weights recomputed from the log-weights
+   relative to the largest remaining one (so candidates whose weight underflowed in the table
+   are still drawn in the right proportions). Because the draws are i.i.d., the future of the
+   rejection process given its past is successive sampling from the remaining candidates, so
+   switching at any point keeps the sample exact.
+
+Every uniform comes from the counter-based stream ``(seed, epoch, row key)`` at draw index ``j``
+(``kernels.rng``); ``j`` counts every uniform consumed by the row, in both phases.
+"""
+
+import math
+
+import numpy as np
+from numba import prange
+
+from .._numba import FASTMATH, jit, pjit
+from .rng import draw_uniform, stream_state
+
+# kernel codes
+GAUSSIAN = 0
+LAPLACE = 1
+# what to do with a row whose positive score is not finite
+MISSING_NONE = 0  # leave the row as computed (all -inf: no valid candidate)
+MISSING_UNIFORM = 1  # log-weight 0 on every valid candidate
+
+_LOG2E = np.float32(1.4426950408889634)
+_LN2 = np.float32(0.6931471805599453)
+_EXP_MIN = np.float32(-87.0)  # below this exp underflows float32's normal range: weight 0
+_F0 = np.float32(0.0)
+_F1 = np.float32(1.0)
+_HALF = np.float32(0.5)
+_C2 = np.float32(1.0 / 2.0)
+_C3 = np.float32(1.0 / 6.0)
+_C4 = np.float32(1.0 / 24.0)
+_C5 = np.float32(1.0 / 120.0)
+_C6 = np.float32(1.0 / 720.0)
+_C7 = np.float32(1.0 / 5040.0)
+_FLT_MAX = 3.4028234663852886e38
+_NEG_INF32 = np.float32(-np.inf)
+
+
+# ----------------------------------------------------------------------------------------------
+# per-row building blocks
+# ----------------------------------------------------------------------------------------------
+@jit(inline="always")
+def logw_value(s, s_pos, a, b, kernel):
+    """Log-weight of one candidate as float32: -inf if the score is NaN or -inf.
+
+    Finite results below float32's range are clamped to -FLT_MAX, so a valid candidate never
+    looks invalid.
+    """
+    s = np.float64(s)
+    if not (s > -np.inf):  # NaN or -inf
+        return _NEG_INF32
+    if s == np.inf:
+        return _NEG_INF32
+    d = s - s_pos - b
+    if kernel == GAUSSIAN:
+        v = -a * d * d
+    else:
+        v = -a * abs(d)
+    if v < -_FLT_MAX:
+        v = -_FLT_MAX
+    return np.float32(v)
+
+
+@jit(inline="always")
+def logw_row(srow, s_pos, a, b, kernel, idrow, has_ids, missing, out):
+    """Fill ``out`` (float32) with the log-weights of one row; return the number of valid ones."""
+    k = srow.shape[0]
+    pos_ok = math.isfinite(s_pos)
+    nv = 0
+    for i in range(k):
+        v = _NEG_INF32
+        if has_ids and idrow[i] < 0:
+            v = _NEG_INF32
+        elif pos_ok:
+            v = logw_value(srow[i], s_pos, a, b, kernel)
+        elif missing == MISSING_UNIFORM:
+            s = np.float64(srow[i])
+            if s > -np.inf and s < np.inf:
+                v = _F0
+        out[i] = v
+        if v > _NEG_INF32:
+            nv += 1
+    return nv
+
+
+@jit(inline="always", fastmath=FASTMATH)
+def exp_shifted(x, m, k, out, ibuf):
+    """``out[i] = exp(x[i] - m)`` in float32 for ``x[i] - m <= 0``; 0 below ``-87`` or for -inf.
+
+    A branch-free polynomial (2**n * exp(r), |r| <= ln2/2, degree 7, relative error ~2e-7)
+    that LLVM vectorises; the power of two is assembled in an int32 buffer viewed as float32.
+    """
+    for i in range(k):
+        y = x[i] - m
+        ok = y >= _EXP_MIN
+        y = y if ok else _EXP_MIN
+        t = y * _LOG2E
+        nf = math.floor(t + _HALF)
+        r = (y - nf * _LN2)
+        p = _F1 + r * (_F1 + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * (_C6 + r * _C7))))))
+        out[i] = p if ok else _F0
+        ibuf[i] = (np.int32(nf) + np.int32(127)) << np.int32(23)
+    fb = ibuf.view(np.float32)
+    for i in range(k):
+        out[i] = out[i] * fb[i]
+
+
+@jit(inline="always")
+def row_max(x, k):
+    m = _NEG_INF32
+    for i in range(k):
+        if x[i] > m:
+            m = x[i]
+    return m
+
+
+@jit(inline="always")
+def build_row(lw, k, packed, q, wbuf, ibuf, small, large):
+    """Walker/Vose alias table of one row from its float32 log-weights.
+
+    ``packed[i, 0]`` is the alias of column ``i`` and ``packed[i, 1]`` the bits of its float32
+    keep-probability (interleaved, so a draw touches one cache line). Weights are
+    ``exp(lw - max)``; ``q = k * w / sum(w)`` in float64. Vose's pairing of small (``q < 1``) and
+    large columns is written without data-dependent branches (both stacks are written, the
+    counters move by the comparison result). Columns left over by rounding get probability 1 and
+    alias themselves; a column of weight 0 (invalid) never keeps itself. Returns the sum of the
+    weights (0 for an empty row).
+    """
+    pf = packed.view(np.float32)
+    m = row_max(lw, k)
+    if not (m > _NEG_INF32):
+        for i in range(k):
+            packed[i, 0] = i
+            pf[i, 1] = _F0
+        return 0.0
+    exp_shifted(lw, m, k, wbuf, ibuf)
+    total = 0.0
+    for i in range(k):
+        total += np.float64(wbuf[i])
+    scale = k / total
+    ns = 0
+    nl = 0
+    for i in range(k):
+        qi = np.float64(wbuf[i]) * scale
+        q[i] = qi
+        packed[i, 0] = i
+        pf[i, 1] = _F1
+        c = np.int64(qi < 1.0)
+        small[ns] = i
+        large[nl] = i
+        ns += c
+        nl += 1 - c
+    while ns > 0 and nl > 0:
+        ns -= 1
+        s = small[ns]
+        l = large[nl - 1]
+        pf[s, 1] = np.float32(q[s])
+        packed[s, 0] = l
+        ql = (q[l] + q[s]) - 1.0
+        q[l] = ql
+        c = np.int64(ql < 1.0)
+        small[ns] = l
+        ns += c
+        nl -= c
+    # rounding leftovers keep probability 1; a weightless one must never keep itself
+    for t in range(ns):
+        s = small[t]
+        if wbuf[s] == _F0:
+            big = 0
+            for i in range(k):
+                if wbuf[i] > wbuf[big]:
+                    big = i
+            pf[s, 1] = _F0
+            packed[s, 0] = big
+    return total
+
+
+CDF_BLOCK = 16  # columns per block of the two-level CDF
+
+
+@jit(inline="always")
+def build_cdf(lw, k, cib, bcum, wbuf, ibuf):
+    """Two-level cumulative weights of one row, ``w = exp(lw - max)``.
+
+    ``cib[i]``: cumulative weight inside column ``i``'s block of ``CDF_BLOCK`` columns;
+    ``bcum[b]``: cumulative weight up to the end of block ``b``. The in-block sums of different
+    blocks are independent chains, so they overlap in the CPU. ``wbuf`` (size >= nb * CDF_BLOCK)
+    keeps the weights. Returns ``(nb, last)``: the number of blocks and the last column of
+    positive weight (-1 for an empty row).
+    """
+    nb = (k + CDF_BLOCK - 1) // CDF_BLOCK
+    m = row_max(lw, k)
+    if not (m > _NEG_INF32):
+        return nb, -1
+    exp_shifted(lw, m, k, wbuf, ibuf)
+    for i in range(k, nb * CDF_BLOCK):
+        wbuf[i] = _F0
+    for b in range(nb):
+        acc = 0.0
+        o = b * CDF_BLOCK
+        for t in range(CDF_BLOCK):
+            acc += np.float64(wbuf[o + t])
+            cib[o + t] = acc
+    acc = 0.0
+    for b in range(nb):
+        acc += cib[b * CDF_BLOCK + CDF_BLOCK - 1]
+        bcum[b] = acc
+    last = -1
+    for i in range(k):
+        if wbuf[i] > _F0:
+            last = i
+    return nb, last
+
+
+@jit(inline="always")
+def cdf_draw(cib, bcum, nb, wbuf, k, last, u):
+    """First column whose cumulative weight exceeds ``u * total``.
+
+    The block and the column inside it are found by counting comparisons (vectorisable, no
+    chain of dependent loads as in a binary search).
+    """
+    r = u * bcum[nb - 1]
+    blk = 0
+    for b in range(nb):
+        blk += np.int64(bcum[b] <= r)
+    if blk >= nb:
+        blk = nb - 1
+    r2 = r
+    if blk > 0:
+        r2 = r - bcum[blk - 1]
+    o = blk * CDF_BLOCK
+    cnt = 0
+    for t in range(CDF_BLOCK):
+        cnt += np.int64(cib[o + t] <= r2)
+    c = o + cnt
+    if c >= k or not (wbuf[c] > _F0):  # rounding at a block or row end
+        c = last
+    return c
+
+
+@jit(inline="always")
+def alias_draw(packed, pf, k, u):
+    """Column drawn from an interleaved alias table with one uniform ``u`` in [0, 1)."""
+    t = u * k
+    c = np.int64(t)
+    if c >= k:
+        c = k - 1
+    if t - c < pf[c, 1]:
+        return c
+    return np.int64(packed[c, 0])
+
+
+_REBASE = 9.094947017729282e-13  # 2**-40: below this remaining total, re-exponentiate
+
+
+@jit(inline="always")
+def _blocks_from(wbuf, nb, cib, bcum, b0):
+    """Recompute in-block sums of blocks ``b0..`` and the block prefix from ``b0`` on
+    (sums are always recomputed, never updated by subtraction: no cancellation)."""
+    for b in range(b0, nb):
+        acc = 0.0
+        o = b * CDF_BLOCK
+        for t in range(CDF_BLOCK):
+            acc += np.float64(wbuf[o + t])
+            cib[o + t] = acc
+    acc = 0.0 if b0 == 0 else bcum[b0 - 1]
+    for b in range(b0, nb):
+        acc += cib[b * CDF_BLOCK + CDF_BLOCK - 1]
+        bcum[b] = acc
+
+
+@jit(inline="always")
+def exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf, ibuf,
+                 have_w):
+    """Successive sampling of ``target - count`` more columns among the unmarked valid ones.
+
+    Weights come from ``wbuf`` when ``have_w`` (the row's weights relative to its maximum),
+    else, and whenever the remaining total falls below 2**-40, from ``exp(lw - m)`` with ``m``
+    the largest remaining log-weight, so candidates whose weight underflowed are still drawn in
+    the right proportions. Chosen columns get weight 0 and only their block and the block prefix
+    after it are recomputed. Returns ``(count, j)``.
+    """
+    nb = (k + CDF_BLOCK - 1) // CDF_BLOCK
+    fresh = have_w
+    while count < target:
+        if not fresh:
+            m = _NEG_INF32
+            for i in range(k):
+                if mark[i] != stamp and lw[i] > m:
+                    m = lw[i]
+            if not (m > _NEG_INF32):
+                break  # nothing valid left (cannot happen when target <= n_valid)
+            exp_shifted(lw, m, k, wbuf, ibuf)
+        fresh = False
+        for i in range(k):
+            if mark[i] == stamp:
+                wbuf[i] = _F0
+        for i in range(k, nb * CDF_BLOCK):
+            wbuf[i] = _F0
+        _blocks_from(wbuf, nb, cib, bcum, 0)
+        while count < target and bcum[nb - 1] > _REBASE:
+            u = draw_uniform(st, np.uint64(j))
+            j += 1
+            c = cdf_draw(cib, bcum, nb, wbuf, k, -1, u)
+            if c < 0 or mark[c] == stamp:  # rounding landed on a removed column
+                c = -1
+                for i in range(k - 1, -1, -1):
+                    if wbuf[i] > _F0:
+                        c = i
+                        break
+                if c < 0:
+                    break
+            cols[count] = c
+            count += 1
+            mark[c] = stamp
+            wbuf[c] = _F0
+            _blocks_from(wbuf, nb, cib, bcum, c // CDF_BLOCK)
+    return count, j
+
+
+@jit(inline="always")
+def _dedupe(cand, n, target, mark, stamp, cols):
+    """Keep the first occurrences of ``cand[:n]`` in draw order until ``target`` are kept.
+    Returns ``(count, rejected, used)``."""
+    count = 0
+    rejected = 0
+    used = 0
+    for t in range(n):
+        if count >= target:
+            break
+        c = cand[t]
+        used += 1
+        if mark[c] == stamp:
+            rejected += 1
+        else:
+            mark[c] = stamp
+            cols[count] = c
+            count += 1
+    return count, rejected, used
+
+
+@jit(inline="always")
+def draw_row_alias(packed, nv, lw, k, n, replace, max_reject, st, mark, stamp, cib, bcum, wbuf,
+                   ibuf, cand, cols):
+    """Draw ``n`` columns of one row from its alias table into ``cols`` (-1 padded).
+
+    The first ``n`` uniforms are turned into columns before any is checked, so their table
+    loads are independent and overlap in memory; duplicates are then dropped in draw order.
+    """
+    pf = packed.view(np.float32)
+    for t in range(n):
+        cols[t] = -1
+    if nv <= 0:
+        return
+    for t in range(n):
+        cand[t] = alias_draw(packed, pf, k, draw_uniform(st, np.uint64(t)))
+    if replace:
+        for t in range(n):
+            cols[t] = cand[t]
+        return
+    target = n if n < nv else nv
+    count, rejected, j = _dedupe(cand, n, target, mark, stamp, cols)
+    while count < target and rejected <= max_reject:
+        c = alias_draw(packed, pf, k, draw_uniform(st, np.uint64(j)))
+        j += 1
+        if mark[c] == stamp:
+            rejected += 1
+        else:
+            mark[c] = stamp
+            cols[count] = c
+            count += 1
+    if count < target:
+        exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf, ibuf,
+                     False)
+
+
+@jit(inline="always")
+def draw_row_cdf(cib, bcum, nb, last, nv, lw, k, n, replace, max_reject, st, mark, stamp, wbuf,
+                 ibuf, cand, cols):
+    """As :func:`draw_row_alias`, drawing by inverse CDF (from :func:`build_cdf`).
+
+    ``wbuf`` must hold the row's weights on entry (it is reused as scratch by the exact finish).
+    """
+    for t in range(n):
+        cols[t] = -1
+    if nv <= 0 or last < 0:
+        return
+    for t in range(n):
+        cand[t] = cdf_draw(cib, bcum, nb, wbuf, k, last, draw_uniform(st, np.uint64(t)))
+    if replace:
+        for t in range(n):
+            cols[t] = cand[t]
+        return
+    target = n if n < nv else nv
+    count, rejected, j = _dedupe(cand, n, target, mark, stamp, cols)
+    while count < target and rejected <= max_reject:
+        c = cdf_draw(cib, bcum, nb, wbuf, k, last, draw_uniform(st, np.uint64(j)))
+        j += 1
+        if mark[c] == stamp:
+            rejected += 1
+        else:
+            mark[c] = stamp
+            cols[count] = c
+            count += 1
+    if count < target:
+        exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf, ibuf,
+                     True)
+
+
+@jit(inline="always")
+def lowest_row(lw, k, n, cols):
+    """The ``n`` lowest-ranked valid columns (the last valid ones), in rank order, -1 padded."""
+    for t in range(n):
+        cols[t] = -1
+    nv = 0
+    for i in range(k):
+        if lw[i] > _NEG_INF32:
+            nv += 1
+    take = n if n < nv else nv
+    skip = nv - take
+    t = 0
+    for i in range(k):
+        if lw[i] > _NEG_INF32:
+            if skip > 0:
+                skip -= 1
+            else:
+                cols[t] = i
+                t += 1
+
+
+# ----------------------------------------------------------------------------------------------
+# chunk workers (serial) and their parallel / serial drivers
+# ----------------------------------------------------------------------------------------------
+@jit
+def _logw_chunk(scores, pos, a, b, kernel, ids, has_ids, missing, out, nvalid, start, stop):
+    for r in range(start, stop):
+        idrow = ids[r] if has_ids else ids[0]
+        nvalid[r] = logw_row(scores[r], np.float64(pos[r]), a, b, kernel, idrow, has_ids,
+                             missing, out[r])
+
+
+@pjit
+def logw_par(scores, pos, a, b, kernel, ids, has_ids, missing, out, nvalid, chunk):
+    n_rows = scores.shape[0]
+    n_chunks = (n_rows + chunk - 1) // chunk
+    for ci in prange(n_chunks):
+        start = np.int64(ci) * chunk
+        stop = min(start + chunk, n_rows)
+        _logw_chunk(scores, pos, a, b, kernel, ids, has_ids, missing, out, nvalid, start, stop)
+
+
+@jit
+def logw_ser(scores, pos, a, b, kernel, ids, has_ids, missing, out, nvalid, chunk):
+    _logw_chunk(scores, pos, a, b, kernel, ids, has_ids, missing, out, nvalid, 0,
+                scores.shape[0])
+
+
+@jit
+def _build_chunk(logw, packed, nvalid, start, stop):
+    k = logw.shape[1]
+    q = np.empty(k, np.float64)
+    wbuf = np.empty(k, np.float32)
+    ibuf = np.empty(k, np.int32)
+    small = np.empty(k, np.int64)
+    large = np.empty(k, np.int64)
+    for r in range(start, stop):
+        lw = logw[r]
+        nv = 0
+        for i in range(k):
+            if lw[i] > _NEG_INF32:
+                nv += 1
+        nvalid[r] = nv
+        build_row(lw, k, packed[r], q, wbuf, ibuf, small, large)
+
+
+@pjit
+def build_par(logw, packed, nvalid, chunk):
+    n_rows = logw.shape[0]
+    n_chunks = (n_rows + chunk - 1) // chunk
+    for ci in prange(n_chunks):
+        start = np.int64(ci) * chunk
+        stop = min(start + chunk, n_rows)
+        _build_chunk(logw, packed, nvalid, start, stop)
+
+
+@jit
+def build_ser(logw, packed, nvalid, chunk):
+    _build_chunk(logw, packed, nvalid, 0, logw.shape[0])
+
+
+@jit
+def _sample_chunk(packed, nvalid, logw, trows, keys, n, seed, epoch, replace, max_reject, out,
+                  start, stop):
+    k = packed.shape[1]
+    kb = k + CDF_BLOCK
+    mark = np.full(k, -1, np.int64)
+    cib = np.empty(kb, np.float64)
+    bcum = np.empty(kb // CDF_BLOCK + 1, np.float64)
+    wbuf = np.empty(kb, np.float32)
+    ibuf = np.empty(kb, np.int32)
+    cand = np.empty(n, np.int64)
+    for r in range(start, stop):
+        t = trows[r]
+        st = stream_state(seed, epoch, np.uint64(keys[r]))
+        draw_row_alias(packed[t], nvalid[t], logw[t], k, n, replace, max_reject, st, mark,
+                       np.int64(r), cib, bcum, wbuf, ibuf, cand, out[r])
+
+
+@pjit
+def sample_par(packed, nvalid, logw, trows, keys, n, seed, epoch, replace, max_reject, out,
+               chunk):
+    n_rows = trows.shape[0]
+    n_chunks = (n_rows + chunk - 1) // chunk
+    for ci in prange(n_chunks):
+        start = np.int64(ci) * chunk
+        stop = min(start + chunk, n_rows)
+        _sample_chunk(packed, nvalid, logw, trows, keys, n, seed, epoch, replace, max_reject,
+                      out, start, stop)
+
+
+@jit
+def sample_ser(packed, nvalid, logw, trows, keys, n, seed, epoch, replace, max_reject, out,
+               chunk):
+    _sample_chunk(packed, nvalid, logw, trows, keys, n, seed, epoch, replace, max_reject, out, 0,
+                  trows.shape[0])
+
+
+@jit
+def _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch,
+                 replace, max_reject, out, start, stop):
+    """Weights, cumulative weights, draws and id lookup for rows ``start:stop``, all in
+    thread-local buffers (nothing of size n_q x k is allocated)."""
+    k = scores.shape[1]
+    lw = np.empty(k, np.float32)
+    kb = k + CDF_BLOCK
+    cib = np.empty(kb, np.float64)
+    bcum = np.empty(kb // CDF_BLOCK + 1, np.float64)
+    wbuf = np.empty(kb, np.float32)
+    ibuf = np.empty(kb, np.int32)
+    mark = np.full(k, -1, np.int64)
+    cand = np.empty(n, np.int64)
+    cols = np.empty(n, np.int64)
+    for r in range(start, stop):
+        s_pos = np.float64(pos[r])
+        nv = logw_row(scores[r], s_pos, a, b, kernel, ids[r], True, missing, lw)
+        if lowest_fb and not math.isfinite(s_pos):
+            lowest_row(lw, k, n, cols)
+        else:
+            nb, last = build_cdf(lw, k, cib, bcum, wbuf, ibuf)
+            st = stream_state(seed, epoch, np.uint64(keys[r]))
+            draw_row_cdf(cib, bcum, nb, last, nv, lw, k, n, replace, max_reject, st, mark,
+                         np.int64(r), wbuf, ibuf, cand, cols)
+        orow = out[r]
+        idrow = ids[r]
+        for t in range(n):
+            c = cols[t]
+            orow[t] = -1 if c < 0 else np.int64(idrow[c])
+
+
+@pjit
+def fused_par(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch, replace,
+              max_reject, out, chunk):
+    n_rows = scores.shape[0]
+    n_chunks = (n_rows + chunk - 1) // chunk
+    for ci in prange(n_chunks):
+        start = np.int64(ci) * chunk
+        stop = min(start + chunk, n_rows)
+        _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch,
+                     replace, max_reject, out, start, stop)
+
+
+@jit
+def fused_ser(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch, replace,
+              max_reject, out, chunk):
+    _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch,
+                 replace, max_reject, out, 0, scores.shape[0])
+
+
+@jit
+def lowest_rows(logw, rows, n, out):
+    """``lowest_row`` for the table rows ``rows`` (serial; used for fallback rows)."""
+    k = logw.shape[1]
+    for r in range(rows.shape[0]):
+        lowest_row(logw[rows[r]], k, n, out[r])
+
+
+@jit
+def reconstruct_weights(packed):
+    """Normalised weights encoded by alias tables:
+    ``w_i = (prob_i + sum_{j: alias_j = i} (1 - prob_j)) / k``, float64 (n_rows, k)."""
+    n_rows, k = packed.shape[0], packed.shape[1]
+    pf = packed.view(np.float32)
+    out = np.zeros((n_rows, k), np.float64)
+    for r in range(n_rows):
+        for i in range(k):
+            p = np.float64(pf[r, i, 1])
+            out[r, i] += p
+            out[r, packed[r, i, 0]] += 1.0 - p
+        for i in range(k):
+            out[r, i] /= k
+    return out
