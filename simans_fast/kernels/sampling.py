@@ -135,16 +135,20 @@ def row_max(x, k):
 
 
 @jit(inline="always")
-def build_row(lw, k, packed, q, wbuf, ibuf, small, large):
-    """Walker/Vose alias table of one row from its float32 log-weights.
+def build_row(lw, k, packed, q, wbuf, ibuf, light, heavy, ql, qh):
+    """Walker alias table of one row from its float32 log-weights.
 
     ``packed[i, 0]`` is the alias of column ``i`` and ``packed[i, 1]`` the bits of its float32
     keep-probability (interleaved, so a draw touches one cache line). Weights are
-    ``exp(lw - max)``; ``q = k * w / sum(w)`` in float64. Vose's pairing of small (``q < 1``) and
-    large columns is written without data-dependent branches (both stacks are written, the
-    counters move by the comparison result). Columns left over by rounding get probability 1 and
-    alias themselves; a column of weight 0 (invalid) never keeps itself. Returns the sum of the
-    weights (0 for an empty row).
+    ``exp(lw - max)``, ``q = k * w / sum(w)`` in float64.
+
+    Construction: the "sweep" form of Vose's method. Light columns (``q < 1``) are filled in
+    index order by the current heavy column, whose residual ``r`` shrinks by ``1 - q_light``;
+    when ``r < 1`` the heavy column is itself filled by the next heavy one. Each step is written
+    as selects, not branches, and the light/heavy weights are gathered beforehand, so the loop
+    has no data-dependent branch and a short dependency chain. Rounding leftovers keep
+    probability 1 and alias themselves; a weightless (invalid) column is always filled, so it is
+    never drawn. Returns the sum of the weights (0 for an empty row).
     """
     pf = packed.view(np.float32)
     m = row_max(lw, k)
@@ -158,40 +162,47 @@ def build_row(lw, k, packed, q, wbuf, ibuf, small, large):
     for i in range(k):
         total += np.float64(wbuf[i])
     scale = k / total
-    ns = 0
     nl = 0
+    nh = 0
     for i in range(k):
         qi = np.float64(wbuf[i]) * scale
         q[i] = qi
         packed[i, 0] = i
         pf[i, 1] = _F1
         c = np.int64(qi < 1.0)
-        small[ns] = i
-        large[nl] = i
-        ns += c
-        nl += 1 - c
-    while ns > 0 and nl > 0:
-        ns -= 1
-        s = small[ns]
-        l = large[nl - 1]
-        pf[s, 1] = np.float32(q[s])
-        packed[s, 0] = l
-        ql = (q[l] + q[s]) - 1.0
-        q[l] = ql
-        c = np.int64(ql < 1.0)
-        small[ns] = l
-        ns += c
-        nl -= c
-    # rounding leftovers keep probability 1; a weightless one must never keep itself
-    for t in range(ns):
-        s = small[t]
-        if wbuf[s] == _F0:
-            big = 0
-            for i in range(k):
-                if wbuf[i] > wbuf[big]:
-                    big = i
-            pf[s, 1] = _F0
-            packed[s, 0] = big
+        light[nl] = i
+        heavy[nh] = i
+        nl += c
+        nh += 1 - c
+    for t in range(nl):
+        ql[t] = q[light[t]]
+    for t in range(nh):
+        qh[t] = q[heavy[t]]
+    # sentinels past the ends (read by the selects, never written as real entries)
+    qh[nh] = 1.0
+    heavy[nh] = heavy[nh - 1]
+    ql[nl] = 0.0
+    light[nl] = heavy[0]
+    i = 0
+    j = 0
+    h = heavy[0]
+    r = qh[0]
+    # a heavy column whose residual dropped below 1 after the last light one still needs filling
+    while i < nl or (r < 1.0 and j + 1 < nh):
+        li = light[i]
+        qli = ql[i]
+        nxt = heavy[j + 1]
+        qn = qh[j + 1]
+        # fill the next light column, unless the heavy one is spent (r < 1) and another heavy
+        # remains; the last heavy column absorbs rounding
+        fill = (i < nl) and ((r >= 1.0) or (j + 1 >= nh))
+        target = li if fill else h
+        pf[target, 1] = np.float32(qli if fill else r)
+        packed[target, 0] = h if fill else nxt
+        r = ((r + qli) - 1.0) if fill else ((qn + r) - 1.0)
+        h = h if fill else nxt
+        i += np.int64(fill)
+        j += 1 - np.int64(fill)
     return total
 
 
@@ -481,8 +492,10 @@ def _build_chunk(logw, packed, nvalid, start, stop):
     q = np.empty(k, np.float64)
     wbuf = np.empty(k, np.float32)
     ibuf = np.empty(k, np.int32)
-    small = np.empty(k, np.int64)
-    large = np.empty(k, np.int64)
+    light = np.empty(k + 1, np.int64)
+    heavy = np.empty(k + 1, np.int64)
+    ql = np.empty(k + 1, np.float64)
+    qh = np.empty(k + 1, np.float64)
     for r in range(start, stop):
         lw = logw[r]
         nv = 0
@@ -490,7 +503,7 @@ def _build_chunk(logw, packed, nvalid, start, stop):
             if lw[i] > _NEG_INF32:
                 nv += 1
         nvalid[r] = nv
-        build_row(lw, k, packed[r], q, wbuf, ibuf, small, large)
+        build_row(lw, k, packed[r], q, wbuf, ibuf, light, heavy, ql, qh)
 
 
 @pjit
