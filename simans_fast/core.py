@@ -226,6 +226,9 @@ class AliasTables:
     logw : ndarray (n_q, k) float32
         The log-weights the tables were built from (kept by reference, not copied): the exact
         finish of peaked rows recomputes weights from them.
+    peak : ndarray (n_q,) float32
+        Share of each row's mass held by its largest candidate (rows above 0.3 skip the
+        rejection phase and are drawn by the exact finish directly).
     prob : ndarray (n_q, k) float32 (view)
         Probability of keeping the column drawn (else take ``alias``).
     alias : ndarray (n_q, k) int32 (view)
@@ -234,6 +237,7 @@ class AliasTables:
     packed: np.ndarray
     n_valid: np.ndarray
     logw: np.ndarray
+    peak: np.ndarray
 
     @property
     def prob(self) -> np.ndarray:
@@ -252,10 +256,16 @@ class AliasTables:
         """Tables from separate ``prob`` (float32) and ``alias`` (int32) arrays."""
         prob = np.asarray(prob, np.float32)
         alias = np.asarray(alias, np.int32)
+        logw = np.asarray(logw, np.float32)
         packed = np.empty(prob.shape + (2,), np.int32)
         packed[:, :, 0] = alias
         packed.view(np.float32)[:, :, 1] = prob
-        return cls(packed, np.asarray(n_valid, np.int32), np.asarray(logw, np.float32))
+        with np.errstate(invalid="ignore", over="ignore"):
+            m = np.max(logw, axis=1, keepdims=True) if logw.size else logw[:, :1]
+            w = np.exp(logw.astype(np.float64) - np.where(np.isfinite(m), m, 0.0))
+            tot = w.sum(axis=1)
+        peak = np.where(tot > 0, 1.0 / np.where(tot > 0, tot, 1.0), 0.0).astype(np.float32)
+        return cls(packed, np.asarray(n_valid, np.int32), logw, peak)
 
     def weights(self) -> np.ndarray:
         """Normalised weights the tables encode, (n_q, k) float64 (for checks and debugging)."""
@@ -287,9 +297,10 @@ def build_alias(logw, *, parallel: bool = True) -> AliasTables:
     n_q, k = logw.shape
     packed = np.empty((n_q, k, 2), np.int32)
     nvalid = np.zeros(n_q, np.int32)
+    peak = np.zeros(n_q, np.float32)
     if n_q and k:
-        (_k.build_par if parallel else _k.build_ser)(logw, packed, nvalid, _CHUNK)
-    return AliasTables(packed, nvalid, logw)
+        (_k.build_par if parallel else _k.build_ser)(logw, packed, nvalid, peak, _CHUNK)
+    return AliasTables(packed, nvalid, logw, peak)
 
 
 def _has_nan_chunked(x, step=1 << 16):
@@ -355,7 +366,7 @@ def sample_table_rows(tables: AliasTables, n, table_rows, keys, replace, seed_u,
         out[:] = -1
         return out
     fn = _k.sample_par if parallel else _k.sample_ser
-    fn(tables.packed, tables.n_valid, tables.logw,
+    fn(tables.packed, tables.n_valid, tables.peak, tables.logw,
        np.ascontiguousarray(table_rows, np.int64), np.ascontiguousarray(keys, np.uint64), n,
        seed_u, epoch_u, replace, max_reject, out, _CHUNK)
     return out

@@ -229,6 +229,7 @@ class SimANSSampler:
                 "logw": self.tables.logw,
                 "alias_packed": self.tables.packed,
                 "n_valid": self.tables.n_valid,
+                "peak": self.tables.peak,
             }
             for name, arr in arrays.items():
                 np.save(os.path.join(tmp, name + ".npy"), np.ascontiguousarray(arr),
@@ -272,7 +273,7 @@ class SimANSSampler:
             return np.load(os.path.join(path, name + ".npy"), mmap_mode="r" if mmap else None,
                            allow_pickle=False)
 
-        tables = _core.AliasTables(ld("alias_packed"), ld("n_valid"), ld("logw"))
+        tables = _core.AliasTables(ld("alias_packed"), ld("n_valid"), ld("logw"), ld("peak"))
         return cls(ld("candidate_ids"), ld("candidate_scores"), ld("positive_scores"),
                    n=meta["n"], a=meta["a"], b=meta["b"], kernel=meta["kernel"],
                    seed=meta["seed"], fallback=meta["fallback"], row_keys=ld("row_keys"),

@@ -281,7 +281,13 @@ def alias_draw(packed, pf, k, u):
     return np.int64(packed[c, 0])
 
 
-_REBASE = 9.094947017729282e-13  # 2**-40: below this remaining total, re-exponentiate
+# Below this remaining total (weights are relative to a maximum of 1) the weights are
+# re-exponentiated relative to the largest remaining log-weight. float32 weights keep full
+# relative precision down to 2**-126 and exp_shifted flushes below e**-87 (~2**-125.5), so with
+# a remaining total >= 2**-100 what is flushed or denormal weighs < 2**-25 of it: float32 level.
+_REBASE = 7.888609052210118e-31  # 2**-100
+# rows whose largest candidate holds more than this share of the mass skip the rejection phase
+PEAKED = 0.3
 
 
 @jit(inline="always")
@@ -306,7 +312,7 @@ def exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf
     """Successive sampling of ``target - count`` more columns among the unmarked valid ones.
 
     Weights come from ``wbuf`` when ``have_w`` (the row's weights relative to its maximum),
-    else, and whenever the remaining total falls below 2**-40, from ``exp(lw - m)`` with ``m``
+    else, and whenever the remaining total falls below 2**-100, from ``exp(lw - m)`` with ``m``
     the largest remaining log-weight, so candidates whose weight underflowed are still drawn in
     the right proportions. Chosen columns get weight 0 and only their block and the block prefix
     after it are recomputed. Returns ``(count, j)``.
@@ -371,17 +377,23 @@ def _dedupe(cand, n, target, mark, stamp, cols):
 
 
 @jit(inline="always")
-def draw_row_alias(packed, nv, lw, k, n, replace, max_reject, st, mark, stamp, cib, bcum, wbuf,
-                   ibuf, cand, cols):
+def draw_row_alias(packed, nv, peak, lw, k, n, replace, max_reject, st, mark, stamp, cib, bcum,
+                   wbuf, ibuf, cand, cols):
     """Draw ``n`` columns of one row from its alias table into ``cols`` (-1 padded).
 
     The first ``n`` uniforms are turned into columns before any is checked, so their table
     loads are independent and overlap in memory; duplicates are then dropped in draw order.
+    Rows whose largest candidate holds more than ``PEAKED`` of the mass (``peak``) go straight
+    to the exact finish (their draws would be mostly duplicates).
     """
     pf = packed.view(np.float32)
     for t in range(n):
         cols[t] = -1
     if nv <= 0:
+        return
+    target = n if n < nv else nv
+    if not replace and target > 1 and peak > PEAKED:
+        exact_finish(lw, k, mark, stamp, cols, 0, target, st, 0, cib, bcum, wbuf, ibuf, False)
         return
     for t in range(n):
         cand[t] = alias_draw(packed, pf, k, draw_uniform(st, np.uint64(t)))
@@ -389,7 +401,6 @@ def draw_row_alias(packed, nv, lw, k, n, replace, max_reject, st, mark, stamp, c
         for t in range(n):
             cols[t] = cand[t]
         return
-    target = n if n < nv else nv
     count, rejected, j = _dedupe(cand, n, target, mark, stamp, cols)
     while count < target and rejected <= max_reject:
         c = alias_draw(packed, pf, k, draw_uniform(st, np.uint64(j)))
@@ -416,13 +427,16 @@ def draw_row_cdf(cib, bcum, nb, last, nv, lw, k, n, replace, max_reject, st, mar
         cols[t] = -1
     if nv <= 0 or last < 0:
         return
+    target = n if n < nv else nv
+    if not replace and target > 1 and 1.0 / bcum[nb - 1] > PEAKED:  # max weight is 1
+        exact_finish(lw, k, mark, stamp, cols, 0, target, st, 0, cib, bcum, wbuf, ibuf, True)
+        return
     for t in range(n):
         cand[t] = cdf_draw(cib, bcum, nb, wbuf, k, last, draw_uniform(st, np.uint64(t)))
     if replace:
         for t in range(n):
             cols[t] = cand[t]
         return
-    target = n if n < nv else nv
     count, rejected, j = _dedupe(cand, n, target, mark, stamp, cols)
     while count < target and rejected <= max_reject:
         c = cdf_draw(cib, bcum, nb, wbuf, k, last, draw_uniform(st, np.uint64(j)))
@@ -487,7 +501,7 @@ def logw_ser(scores, pos, a, b, kernel, ids, has_ids, missing, out, nvalid, chun
 
 
 @jit
-def _build_chunk(logw, packed, nvalid, start, stop):
+def _build_chunk(logw, packed, nvalid, peak, start, stop):
     k = logw.shape[1]
     q = np.empty(k, np.float64)
     wbuf = np.empty(k, np.float32)
@@ -503,26 +517,27 @@ def _build_chunk(logw, packed, nvalid, start, stop):
             if lw[i] > _NEG_INF32:
                 nv += 1
         nvalid[r] = nv
-        build_row(lw, k, packed[r], q, wbuf, ibuf, light, heavy, ql, qh)
+        total = build_row(lw, k, packed[r], q, wbuf, ibuf, light, heavy, ql, qh)
+        peak[r] = np.float32(1.0 / total) if total > 0.0 else _F0  # the max weight is 1
 
 
 @pjit
-def build_par(logw, packed, nvalid, chunk):
+def build_par(logw, packed, nvalid, peak, chunk):
     n_rows = logw.shape[0]
     n_chunks = (n_rows + chunk - 1) // chunk
     for ci in prange(n_chunks):
         start = np.int64(ci) * chunk
         stop = min(start + chunk, n_rows)
-        _build_chunk(logw, packed, nvalid, start, stop)
+        _build_chunk(logw, packed, nvalid, peak, start, stop)
 
 
 @jit
-def build_ser(logw, packed, nvalid, chunk):
-    _build_chunk(logw, packed, nvalid, 0, logw.shape[0])
+def build_ser(logw, packed, nvalid, peak, chunk):
+    _build_chunk(logw, packed, nvalid, peak, 0, logw.shape[0])
 
 
 @jit
-def _sample_chunk(packed, nvalid, logw, trows, keys, n, seed, epoch, replace, max_reject, out,
+def _sample_chunk(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace, max_reject, out,
                   start, stop):
     k = packed.shape[1]
     kb = k + CDF_BLOCK
@@ -535,26 +550,26 @@ def _sample_chunk(packed, nvalid, logw, trows, keys, n, seed, epoch, replace, ma
     for r in range(start, stop):
         t = trows[r]
         st = stream_state(seed, epoch, np.uint64(keys[r]))
-        draw_row_alias(packed[t], nvalid[t], logw[t], k, n, replace, max_reject, st, mark,
+        draw_row_alias(packed[t], nvalid[t], peak[t], logw[t], k, n, replace, max_reject, st, mark,
                        np.int64(r), cib, bcum, wbuf, ibuf, cand, out[r])
 
 
 @pjit
-def sample_par(packed, nvalid, logw, trows, keys, n, seed, epoch, replace, max_reject, out,
+def sample_par(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace, max_reject, out,
                chunk):
     n_rows = trows.shape[0]
     n_chunks = (n_rows + chunk - 1) // chunk
     for ci in prange(n_chunks):
         start = np.int64(ci) * chunk
         stop = min(start + chunk, n_rows)
-        _sample_chunk(packed, nvalid, logw, trows, keys, n, seed, epoch, replace, max_reject,
+        _sample_chunk(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace, max_reject,
                       out, start, stop)
 
 
 @jit
-def sample_ser(packed, nvalid, logw, trows, keys, n, seed, epoch, replace, max_reject, out,
+def sample_ser(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace, max_reject, out,
                chunk):
-    _sample_chunk(packed, nvalid, logw, trows, keys, n, seed, epoch, replace, max_reject, out, 0,
+    _sample_chunk(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace, max_reject, out, 0,
                   trows.shape[0])
 
 
