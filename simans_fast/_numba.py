@@ -17,7 +17,7 @@ import tempfile
 
 import numba
 
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}  # numba wants a set (not frozenset)
 
 
 def _writable_dir(path: str) -> bool:

@@ -103,7 +103,7 @@ def logw_row(srow, s_pos, a, b, kernel, idrow, has_ids, missing, out):
     return nv
 
 
-@jit(inline="always", fastmath=FASTMATH)
+@jit(fastmath=FASTMATH)
 def exp_shifted(x, m, k, out, ibuf):
     """``out[i] = exp(x[i] - m)`` in float32 for ``x[i] - m <= 0``; 0 below ``-87`` or for -inf.
 
@@ -134,7 +134,7 @@ def row_max(x, k):
     return m
 
 
-@jit(inline="always")
+@jit
 def build_row(lw, k, packed, q, wbuf, ibuf, light, heavy, ql, qh):
     """Walker alias table of one row from its float32 log-weights.
 
@@ -209,7 +209,7 @@ def build_row(lw, k, packed, q, wbuf, ibuf, light, heavy, ql, qh):
 CDF_BLOCK = 16  # columns per block of the two-level CDF
 
 
-@jit(inline="always")
+@jit
 def build_cdf(lw, k, cib, bcum, wbuf, ibuf):
     """Two-level cumulative weights of one row, ``w = exp(lw - max)``.
 
@@ -306,7 +306,7 @@ def _blocks_from(wbuf, nb, cib, bcum, b0):
         bcum[b] = acc
 
 
-@jit(inline="always")
+@jit
 def exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf, ibuf,
                  have_w):
     """Successive sampling of ``target - count`` more columns among the unmarked valid ones.
@@ -376,7 +376,7 @@ def _dedupe(cand, n, target, mark, stamp, cols):
     return count, rejected, used
 
 
-@jit(inline="always")
+@jit
 def draw_row_alias(packed, nv, peak, lw, k, n, replace, max_reject, st, mark, stamp, cib, bcum,
                    wbuf, ibuf, cand, cols):
     """Draw ``n`` columns of one row from its alias table into ``cols`` (-1 padded).
@@ -416,7 +416,7 @@ def draw_row_alias(packed, nv, peak, lw, k, n, replace, max_reject, st, mark, st
                      False)
 
 
-@jit(inline="always")
+@jit
 def draw_row_cdf(cib, bcum, nb, last, nv, lw, k, n, replace, max_reject, st, mark, stamp, wbuf,
                  ibuf, cand, cols):
     """As :func:`draw_row_alias`, drawing by inverse CDF (from :func:`build_cdf`).
