@@ -30,8 +30,12 @@ _LAZY = {
     "topk": "simans_fast.candidates",
     "rescore": "simans_fast.candidates",
     "Candidates": "simans_fast.candidates",
-    # pipeline
+    # pipeline and files
     "mine": "simans_fast.mine",
+    "mine_candidates": "simans_fast.mine",
+    "MinedCandidates": "simans_fast.mine",
+    "load_candidates": "simans_fast.io",
+    "save_candidates": "simans_fast.io",
     # strategies
     "select_negatives": "simans_fast.strategies",
     "filter_candidates": "simans_fast.strategies",
