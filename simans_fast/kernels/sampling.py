@@ -376,34 +376,48 @@ def _dedupe(cand, n, target, mark, stamp, cols):
     return count, rejected, used
 
 
+@jit(inline="always")
+def _pick(use_cdf, packed, pf, cib, bcum, nb, wbuf, k, last, u):
+    if use_cdf:
+        return cdf_draw(cib, bcum, nb, wbuf, k, last, u)
+    return alias_draw(packed, pf, k, u)
+
+
 @jit
-def draw_row_alias(packed, nv, peak, lw, k, n, replace, max_reject, st, mark, stamp, cib, bcum,
-                   wbuf, ibuf, cand, cols):
-    """Draw ``n`` columns of one row from its alias table into ``cols`` (-1 padded).
+def draw_row(use_cdf, packed, cib, bcum, nb, last, nv, peak, lw, k, n, replace, max_reject, st,
+             mark, stamp, wbuf, ibuf, cand, cols):
+    """Draw ``n`` columns of one row into ``cols`` (int64, -1 padded).
+
+    The source of the draws is the row's alias table ``packed`` (``use_cdf`` False) or its
+    two-level CDF ``cib``/``bcum`` from :func:`build_cdf` (``use_cdf`` True; ``wbuf`` then holds
+    the row's weights on entry and ``last`` its last column of positive weight).
 
     The first ``n`` uniforms are turned into columns before any is checked, so their table
-    loads are independent and overlap in memory; duplicates are then dropped in draw order.
-    Rows whose largest candidate holds more than ``PEAKED`` of the mass (``peak``) go straight
-    to the exact finish (their draws would be mostly duplicates).
+    loads are independent and overlap in memory; duplicates are then dropped in draw order and
+    more draws made, until ``max_reject`` duplicates send the row to the exact finish. Rows
+    whose largest candidate holds more than ``PEAKED`` of the mass (``peak``) go to the exact
+    finish directly (their draws would be mostly duplicates).
     """
     pf = packed.view(np.float32)
     for t in range(n):
         cols[t] = -1
-    if nv <= 0:
+    if nv <= 0 or (use_cdf and last < 0):
         return
     target = n if n < nv else nv
     if not replace and target > 1 and peak > PEAKED:
-        exact_finish(lw, k, mark, stamp, cols, 0, target, st, 0, cib, bcum, wbuf, ibuf, False)
+        exact_finish(lw, k, mark, stamp, cols, 0, target, st, 0, cib, bcum, wbuf, ibuf, use_cdf)
         return
     for t in range(n):
-        cand[t] = alias_draw(packed, pf, k, draw_uniform(st, np.uint64(t)))
+        cand[t] = _pick(use_cdf, packed, pf, cib, bcum, nb, wbuf, k, last,
+                        draw_uniform(st, np.uint64(t)))
     if replace:
         for t in range(n):
             cols[t] = cand[t]
         return
     count, rejected, j = _dedupe(cand, n, target, mark, stamp, cols)
     while count < target and rejected <= max_reject:
-        c = alias_draw(packed, pf, k, draw_uniform(st, np.uint64(j)))
+        c = _pick(use_cdf, packed, pf, cib, bcum, nb, wbuf, k, last,
+                  draw_uniform(st, np.uint64(j)))
         j += 1
         if mark[c] == stamp:
             rejected += 1
@@ -413,43 +427,7 @@ def draw_row_alias(packed, nv, peak, lw, k, n, replace, max_reject, st, mark, st
             count += 1
     if count < target:
         exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf, ibuf,
-                     False)
-
-
-@jit
-def draw_row_cdf(cib, bcum, nb, last, nv, lw, k, n, replace, max_reject, st, mark, stamp, wbuf,
-                 ibuf, cand, cols):
-    """As :func:`draw_row_alias`, drawing by inverse CDF (from :func:`build_cdf`).
-
-    ``wbuf`` must hold the row's weights on entry (it is reused as scratch by the exact finish).
-    """
-    for t in range(n):
-        cols[t] = -1
-    if nv <= 0 or last < 0:
-        return
-    target = n if n < nv else nv
-    if not replace and target > 1 and 1.0 / bcum[nb - 1] > PEAKED:  # max weight is 1
-        exact_finish(lw, k, mark, stamp, cols, 0, target, st, 0, cib, bcum, wbuf, ibuf, True)
-        return
-    for t in range(n):
-        cand[t] = cdf_draw(cib, bcum, nb, wbuf, k, last, draw_uniform(st, np.uint64(t)))
-    if replace:
-        for t in range(n):
-            cols[t] = cand[t]
-        return
-    count, rejected, j = _dedupe(cand, n, target, mark, stamp, cols)
-    while count < target and rejected <= max_reject:
-        c = cdf_draw(cib, bcum, nb, wbuf, k, last, draw_uniform(st, np.uint64(j)))
-        j += 1
-        if mark[c] == stamp:
-            rejected += 1
-        else:
-            mark[c] = stamp
-            cols[count] = c
-            count += 1
-    if count < target:
-        exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf, ibuf,
-                     True)
+                     use_cdf)
 
 
 @jit(inline="always")
@@ -550,8 +528,8 @@ def _sample_chunk(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, repla
     for r in range(start, stop):
         t = trows[r]
         st = stream_state(seed, epoch, np.uint64(keys[r]))
-        draw_row_alias(packed[t], nvalid[t], peak[t], logw[t], k, n, replace, max_reject, st, mark,
-                       np.int64(r), cib, bcum, wbuf, ibuf, cand, out[r])
+        draw_row(False, packed[t], cib, bcum, 0, 0, nvalid[t], peak[t], logw[t], k, n, replace,
+                 max_reject, st, mark, np.int64(r), wbuf, ibuf, cand, out[r])
 
 
 @pjit
@@ -588,6 +566,7 @@ def _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, se
     mark = np.full(k, -1, np.int64)
     cand = np.empty(n, np.int64)
     cols = np.empty(n, np.int64)
+    dummy = np.zeros((1, 2), np.int32)  # no alias table in the fused path
     for r in range(start, stop):
         s_pos = np.float64(pos[r])
         nv = logw_row(scores[r], s_pos, a, b, kernel, ids[r], True, missing, lw)
@@ -596,8 +575,9 @@ def _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, se
         else:
             nb, last = build_cdf(lw, k, cib, bcum, wbuf, ibuf)
             st = stream_state(seed, epoch, np.uint64(keys[r]))
-            draw_row_cdf(cib, bcum, nb, last, nv, lw, k, n, replace, max_reject, st, mark,
-                         np.int64(r), wbuf, ibuf, cand, cols)
+            peak = 1.0 / bcum[nb - 1] if last >= 0 else 0.0  # the max weight is 1
+            draw_row(True, dummy, cib, bcum, nb, last, nv, peak, lw, k, n, replace, max_reject,
+                     st, mark, np.int64(r), wbuf, ibuf, cand, cols)
         orow = out[r]
         idrow = ids[r]
         for t in range(n):
