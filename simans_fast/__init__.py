@@ -36,6 +36,15 @@ _LAZY = {
     "MinedCandidates": "simans_fast.mine",
     "load_candidates": "simans_fast.io",
     "save_candidates": "simans_fast.io",
+    # PyTorch adapters (torch is imported only when one of these is used)
+    "simans_negatives_torch": "simans_fast.torch",
+    "SimANSDataset": "simans_fast.torch",
+    "SimANSIterableDataset": "simans_fast.torch",
+    "collate_simans": "simans_fast.torch",
+    "negatives_for": "simans_fast.torch",
+    "RefreshSchedule": "simans_fast.torch",
+    "SimANSRefresher": "simans_fast.torch",
+    "to_sentence_transformers": "simans_fast.torch",
     # strategies
     "select_negatives": "simans_fast.strategies",
     "filter_candidates": "simans_fast.strategies",
