@@ -2,7 +2,7 @@
 
 What it shows:
 
-* ``simans_fast.mine`` builds the first candidates with the untrained model (exact top-k,
+* ``simans_fast.mine`` (a function) builds the first candidates with the untrained model (exact top-k,
   positives excluded) and a :class:`simans_fast.SimANSSampler`;
 * :class:`simans_fast.torch.SimANSDataset` feeds a ``DataLoader`` with worker processes
   (identical batches for any number of workers; serial kernels inside the workers);

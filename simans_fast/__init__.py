@@ -31,9 +31,9 @@ _LAZY = {
     "rescore": "simans_fast.candidates",
     "Candidates": "simans_fast.candidates",
     # pipeline and files
-    "mine": "simans_fast.mine",
-    "mine_candidates": "simans_fast.mine",
-    "MinedCandidates": "simans_fast.mine",
+    "mine": "simans_fast.pipeline",
+    "mine_candidates": "simans_fast.pipeline",
+    "MinedCandidates": "simans_fast.pipeline",
     "load_candidates": "simans_fast.io",
     "save_candidates": "simans_fast.io",
     # PyTorch adapters (torch is imported only when one of these is used)

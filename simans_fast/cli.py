@@ -357,7 +357,7 @@ def _read_chunk(chunks_dir: str, c: int, expect_rows: int, k: int, m: int):
 def _mine_chunks(args, queries, corpus, indptr, pids, pos, work, progress):
     import numpy as np
 
-    from .mine import _mine_block
+    from .pipeline import _mine_block
 
     chunks_dir = os.path.join(work, "chunks")
     os.makedirs(chunks_dir, exist_ok=True)
@@ -472,7 +472,7 @@ def cmd_mine(args) -> int:
     import numpy as np
 
     from . import io as sio
-    from .mine import positive_matrix
+    from .pipeline import positive_matrix
 
     InputError = sio.InputError
     t_start = time.perf_counter()

@@ -189,7 +189,7 @@ def run_demo(out: str | None = "simans_fast_demo", *, seed: int = 0, plot: bool 
         ``mean_gap`` (per method), ``plot`` (path or None).
     """
     from .candidates import rescore, topk
-    from .mine import mine
+    from .pipeline import mine
     from .sampler import SimANSSampler
 
     times = {}

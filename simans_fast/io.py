@@ -424,7 +424,7 @@ def read_qrels(
     d = np.asarray(pairs_d, dtype=np.int64)
     order = np.argsort(q, kind="stable")
     q, d = q[order], d[order]
-    from .mine import normalize_qrels
+    from .pipeline import normalize_qrels
 
     counts = np.bincount(q, minlength=n_q).astype(np.int64)
     indptr = np.zeros(n_q + 1, dtype=np.int64)

@@ -16,7 +16,7 @@ import pytest
 import simans_fast
 from simans_fast import io as sio
 from simans_fast.cli import main
-from simans_fast.mine import mine_candidates
+from simans_fast.pipeline import mine_candidates
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(simans_fast.__file__)))
 N_Q, N_D, DIM, K, N, CHUNK = 90, 600, 16, 30, 5, 20

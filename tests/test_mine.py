@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import simans_fast as sf
-from simans_fast.mine import (
+from simans_fast.pipeline import (
     MinedCandidates,
     mine,
     mine_candidates,
@@ -193,10 +193,11 @@ def test_mine_input_errors():
         mine_candidates(queries, corpus, [[0]] * 30, k=5, chunk_size=0)
 
 
-def test_sf_mine_is_callable_after_importing_the_submodule():
+def test_sf_mine_is_the_function_after_importing_the_pipeline_module():
     import importlib
 
-    importlib.import_module("simans_fast.mine")  # binds the package attribute to the module
+    importlib.import_module("simans_fast.pipeline")  # must not shadow the function sf.mine
+    assert callable(sf.mine) and sf.mine.__name__ == "mine"
     queries, corpus = _data(n_docs=50, n_q=4, dim=4)
     sampler = sf.mine(queries, corpus, [[0], [1], [2], [3]], k=10, n=2)
     assert isinstance(sampler, sf.SimANSSampler)

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as tmp
 
 import simans_fast as sf
-from simans_fast.mine import mine_candidates
+from simans_fast.pipeline import mine_candidates
 from simans_fast.torch import distributed as sd
 
 import naive_torch as nv

@@ -232,7 +232,7 @@ def sharded_topk(queries, corpus_shard, k: int, *, exclude=None, metric: str = "
 
 def sharded_mine_candidates(queries, corpus_shard, qrels, *, k: int = 200, metric: str = "ip",
                             offsets=None, query_chunk: int = 16384, group=None, **topk_kwargs):
-    """:func:`simans_fast.mine.mine_candidates` with the corpus sharded over the ranks.
+    """:func:`simans_fast.mine_candidates` with the corpus sharded over the ranks.
 
     Candidates: :func:`sharded_topk` with the positives excluded. Positive scores: each rank
     rescores the positives it holds and a ``MAX`` all-reduce combines them. The result (the same
@@ -244,14 +244,14 @@ def sharded_mine_candidates(queries, corpus_shard, qrels, *, k: int = 200, metri
     queries, corpus_shard, k, metric, offsets, query_chunk, group, **topk_kwargs
         See :func:`sharded_topk`.
     qrels : tuple (indptr, ids), list of arrays or mapping
-        Positives as *global* corpus rows (see :func:`simans_fast.mine.normalize_qrels`).
+        Positives as *global* corpus rows (see :func:`simans_fast.pipeline.normalize_qrels`).
 
     Returns
     -------
-    simans_fast.mine.MinedCandidates
+    simans_fast.MinedCandidates
     """
     from ..candidates import rescore
-    from ..mine import MinedCandidates, normalize_qrels, positive_matrix
+    from ..pipeline import MinedCandidates, normalize_qrels, positive_matrix
 
     rank, world = _rank_world(group)
     n_local = int(corpus_shard.shape[0])

@@ -11,8 +11,6 @@ positives excluded, every positive's exact score), which is what the command lin
 
 from __future__ import annotations
 
-import sys as _sys
-import types as _types
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -392,15 +390,3 @@ def mine(
         row_keys=row_keys,
         positive_choice=positive_choice,
     )
-
-
-# ``import simans_fast.mine`` (done by the command line tool, or by a user) binds the package
-# attribute ``simans_fast.mine`` to this *module* once it has loaded, hiding the lazily exported
-# *function* of the same name. Making the module callable keeps ``sf.mine(...)`` working either
-# way (module ``__class__`` assignment is supported by Python since 3.5).
-class _CallableModule(_types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return mine(*args, **kwargs)
-
-
-_sys.modules[__name__].__class__ = _CallableModule
