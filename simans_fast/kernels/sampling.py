@@ -209,6 +209,25 @@ def build_row(lw, k, packed, q, wbuf, ibuf, light, heavy, ql, qh):
 CDF_BLOCK = 16  # columns per block of the two-level CDF
 
 
+@jit(inline="always")
+def _block_sums(wbuf, cib, b):
+    """In-block cumulative sums of block ``b`` (recomputed, never updated by subtraction)."""
+    acc = 0.0
+    o = b * CDF_BLOCK
+    for t in range(CDF_BLOCK):
+        acc += np.float64(wbuf[o + t])
+        cib[o + t] = acc
+
+
+@jit(inline="always")
+def _block_prefix(nb, cib, bcum, b0):
+    """Block prefix ``bcum[b0:]`` from the in-block totals."""
+    acc = 0.0 if b0 == 0 else bcum[b0 - 1]
+    for b in range(b0, nb):
+        acc += cib[b * CDF_BLOCK + CDF_BLOCK - 1]
+        bcum[b] = acc
+
+
 @jit
 def build_cdf(lw, k, cib, bcum, wbuf, ibuf):
     """Two-level cumulative weights of one row, ``w = exp(lw - max)``.
@@ -227,15 +246,8 @@ def build_cdf(lw, k, cib, bcum, wbuf, ibuf):
     for i in range(k, nb * CDF_BLOCK):
         wbuf[i] = _F0
     for b in range(nb):
-        acc = 0.0
-        o = b * CDF_BLOCK
-        for t in range(CDF_BLOCK):
-            acc += np.float64(wbuf[o + t])
-            cib[o + t] = acc
-    acc = 0.0
-    for b in range(nb):
-        acc += cib[b * CDF_BLOCK + CDF_BLOCK - 1]
-        bcum[b] = acc
+        _block_sums(wbuf, cib, b)
+    _block_prefix(nb, cib, bcum, 0)
     last = -1
     for i in range(k):
         if wbuf[i] > _F0:
@@ -290,22 +302,6 @@ _REBASE = 7.888609052210118e-31  # 2**-100
 PEAKED = 0.3
 
 
-@jit(inline="always")
-def _blocks_from(wbuf, nb, cib, bcum, b0):
-    """Recompute in-block sums of blocks ``b0..`` and the block prefix from ``b0`` on
-    (sums are always recomputed, never updated by subtraction: no cancellation)."""
-    for b in range(b0, nb):
-        acc = 0.0
-        o = b * CDF_BLOCK
-        for t in range(CDF_BLOCK):
-            acc += np.float64(wbuf[o + t])
-            cib[o + t] = acc
-    acc = 0.0 if b0 == 0 else bcum[b0 - 1]
-    for b in range(b0, nb):
-        acc += cib[b * CDF_BLOCK + CDF_BLOCK - 1]
-        bcum[b] = acc
-
-
 @jit
 def exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf, ibuf,
                  have_w):
@@ -334,7 +330,9 @@ def exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf
                 wbuf[i] = _F0
         for i in range(k, nb * CDF_BLOCK):
             wbuf[i] = _F0
-        _blocks_from(wbuf, nb, cib, bcum, 0)
+        for b in range(nb):
+            _block_sums(wbuf, cib, b)
+        _block_prefix(nb, cib, bcum, 0)
         while count < target and bcum[nb - 1] > _REBASE:
             u = draw_uniform(st, np.uint64(j))
             j += 1
@@ -351,7 +349,9 @@ def exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf
             count += 1
             mark[c] = stamp
             wbuf[c] = _F0
-            _blocks_from(wbuf, nb, cib, bcum, c // CDF_BLOCK)
+            b = c // CDF_BLOCK  # only this block's sums and the prefix after it change
+            _block_sums(wbuf, cib, b)
+            _block_prefix(nb, cib, bcum, b)
     return count, j
 
 
