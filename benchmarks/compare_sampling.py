@@ -153,18 +153,28 @@ FIRST_CALL = textwrap.dedent("""
 """)
 
 MEMORY = textwrap.dedent("""
-    import json, resource, sys
+    import gc, json, sys
     import numpy as np
     import simans_fast as sf
     sys.path.insert(0, {here!r})
     from compare_sampling import make_data
+
+    def status(key):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+
     ids, s, pos = make_data({n_q}, {k})
     sf.simans_negatives(ids[:1000], s[:1000], pos[:1000], {n})  # compile
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
+        f.write("5")
+    before = status("VmRSS")
     out = sf.simans_negatives(ids, s, pos, {n})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status("VmHWM")
     io = ids.nbytes + s.nbytes + pos.nbytes + out.nbytes
-    print(json.dumps({{"inputs_outputs": io, "peak_rss": peak, "rss_before_call": base}}))
+    print(json.dumps({{"inputs_outputs": io, "peak_rss": peak, "rss_before_call": before}}))
 """)
 
 
@@ -274,10 +284,11 @@ def main(argv=None):
     results["first_call"] = lat
     mem = memory_check(n_q, k, n)
     extra = mem["peak_rss"] - mem["rss_before_call"]
-    print(f"single shot peak RSS {mem['peak_rss'] / 2**30:.2f} GiB for inputs + outputs of "
-          f"{mem['inputs_outputs'] / 2**30:.2f} GiB: ratio {mem['peak_rss'] / mem['inputs_outputs']:.2f}"
-          f" (interpreter, numba and data generation included); the call itself added "
-          f"{extra / 2**20:.0f} MiB")
+    print(f"single shot: peak RSS during the call {mem['peak_rss'] / 2**30:.2f} GiB (whole "
+          f"process: interpreter, numba, inputs) for inputs + outputs of "
+          f"{mem['inputs_outputs'] / 2**30:.2f} GiB: ratio "
+          f"{mem['peak_rss'] / mem['inputs_outputs']:.2f}; the call added {extra / 2**20:.0f} MiB "
+          f"above the RSS before it (the output is {n_q * n * 8 / 2**20:.0f} MiB)")
     results["memory"] = mem
     if args.json:
         with open(args.json + ".tmp", "w") as f:
