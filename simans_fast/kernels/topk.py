@@ -1,0 +1,580 @@
+"""Numba kernels for exact top-k selection over streamed score blocks, and for rescoring.
+
+Owner: the "topk" engineer (simans_fast/candidates.py is the public layer on top of these).
+
+Keys
+----
+Every candidate is packed into one ``uint64`` key whose ascending order is the ranking order
+"score descending, then document id ascending"::
+
+    key = (descending_score_bits << 32) | doc_id           (doc_id < 2**32)
+
+``descending_score_bits`` is the float32 score mapped to a uint32 whose unsigned order is the
+reverse of the float order (``-0.0`` is folded onto ``+0.0`` first, so the two compare equal as
+floats do). The top k of a row are its k *smallest* keys, keys are unique (one per document),
+and ties between equal scores are broken by the lower document id with no extra comparison.
+
+Selection state (one row per query of the current query block)
+--------------------------------------------------------------
+A key buffer ``keys[r, :cap + CHUNK]``, a fill count, an entry threshold ``thr[r]`` and a
+"guess" flag. A score enters the buffer only if it is strictly above the threshold; when the
+buffer holds ``cap`` (about 2k) keys it is compacted to its best k (quickselect) and the
+threshold becomes the k-th best score. Equal scores cannot enter because documents are scanned
+in increasing id order, so a later document loses every tie against the current k-th: the result
+does not depend on block sizes or thread counts.
+
+The scan of a score row builds a 64-bit mask of "score > threshold" per chunk of 64 scores with
+SIMD compares; empty masks (almost all of them once the threshold has settled) cost a fraction of
+a nanosecond per score. Excluded documents are cleared from the mask (sorted per-query lists,
+one forward-moving pointer), dense masks are appended branch-free, sparse ones bit by bit.
+
+Threshold guess: in a random order about ``k * m / n`` of the final top k are among the first m
+documents, so at a compaction the threshold may be raised to the score of rank
+``k f + z sqrt(k f (1 - f)) + 1`` (``f = m / n``, ``z = 5``), which roughly halves the candidates
+inserted. The guess is verified at the end (:func:`finalize`: the k-th best kept score must be
+above the final threshold, so no skipped document can belong to the top k); rows that fail are
+recomputed without guessing by the caller, so results are always exact.
+
+GEMM + selection (:func:`gemm_select`) runs per thread on its own query sub-block, one
+single-threaded BLAS ``sgemm`` per tile of corpus rows, selection while the tile is in cache,
+threads never waiting for each other; :func:`select_block` is the selection alone, for a score
+block computed by a multi-threaded NumPy matmul.
+
+All kernels take and return arrays only; the public layer validates inputs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+from llvmlite import ir
+from numba import get_thread_id, prange, types
+from numba.extending import get_cython_function_address, intrinsic
+
+from .._numba import FASTMATH, jit, pjit
+
+# numba expects a (mutable) set for fastmath flags
+_FM = set(FASTMATH)
+
+_SIGN = np.uint64(0x80000000)
+_M32 = np.uint64(0xFFFFFFFF)
+_SHIFT = np.uint64(32)
+#: key value marking an empty slot of the output
+EMPTY_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
+#: scan chunk length of the vectorised threshold test (bits of one uint64 mask)
+CHUNK = 64
+#: set bits from which a chunk is appended branch-free instead of bit by bit
+DENSE = 12
+
+
+@intrinsic
+def _cttz(typingctx, x):
+    """Count trailing zeros of a non-zero uint64 (LLVM ``cttz``, one instruction on x86-64)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return sig, codegen
+
+
+@intrinsic
+def _half_to_float(typingctx, x):
+    """float32 value of a float16 given by its bits (uint16): LLVM ``fpext half``, exact."""
+    sig = types.float32(types.uint16)
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """Number of set bits of a uint64 (LLVM ``ctpop``)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@jit(inline="always")
+def _key(bits, doc):
+    """Key of a float32 score (its bits as uint32) and a document id; branch-free."""
+    b = np.uint64(bits)
+    b = b & (np.uint64(0) - np.uint64(b != _SIGN))  # -0.0 -> +0.0
+    # ascending-order bits: flip everything for negatives, only the sign for positives
+    flip = (np.uint64(0) - (b >> np.uint64(31))) | _SIGN
+    asc = (b ^ flip) & _M32
+    return ((_M32 ^ asc) << _SHIFT) | np.uint64(doc)
+
+
+@jit(inline="always")
+def _bits_from_key(key):
+    """Inverse of the key's score part: float32 bits (as uint64) of a key."""
+    asc = _M32 ^ (key >> _SHIFT)
+    if asc & _SIGN:
+        return asc ^ _SIGN
+    return _M32 ^ asc
+
+
+@jit
+def _nth_smallest(a, n, nth):
+    """Rearrange ``a[:n]`` (distinct uint64) so ``a[nth]`` is the value of rank nth (0-based),
+    smaller values before it and larger after it (quickselect, median-of-three pivot; after 64
+    rounds, which random data never needs, the remaining range is sorted instead)."""
+    lo = 0
+    hi = n - 1
+    rounds = 0
+    while hi > lo:
+        rounds += 1
+        if rounds > 64:
+            a[lo : hi + 1] = np.sort(a[lo : hi + 1])
+            return
+        mid = lo + (hi - lo) // 2
+        # median of three -> a[mid]
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if nth <= j:
+            hi = j
+        elif nth >= i:
+            lo = i
+        else:
+            return
+
+
+@jit(inline="always")
+def _compact(kr, c, k, t_prev, guess, fb, fv, pos, n_tot, z):
+    """Compact a full key buffer to its best k; returns (k, threshold, guess flag).
+
+    The safe threshold is the k-th best score of the buffer. With ``z > 0`` it may be raised to
+    an *estimate* of the final k-th best: after ``pos`` of ``n_tot`` documents, in random order,
+    about ``k * pos / n_tot`` of the final top k have been seen, so the score of rank
+    ``k f + z sqrt(k f (1 - f)) + 1`` (``f = pos / n_tot``) is below the final k-th best unless
+    the order is far from random. Scores at or below the threshold are skipped from then on, so
+    a wrong guess can lose candidates: ``guess`` records that the threshold is a guess, and
+    :func:`finalize` checks at the end that the k-th best kept score is above the threshold
+    (then no skipped document can be in the top k); rows failing the check are recomputed
+    without guessing by the caller.
+    """
+    _nth_smallest(kr, c, k - 1)
+    fb[0] = np.uint32(_bits_from_key(kr[k - 1]))
+    t = fv[0]
+    # the buffer holds every seen document scoring above t_prev: if its k-th best is above
+    # t_prev, its best k are the exact best k seen so far and the state is exact again
+    if t > t_prev:
+        guess = False
+    if z > 0.0 and pos < n_tot:
+        f = pos / n_tot
+        j = np.int64(np.ceil(k * f + z * np.sqrt(k * f * (1.0 - f)))) + 1
+        if j < k:
+            _nth_smallest(kr, k, j - 1)
+            fb[0] = np.uint32(_bits_from_key(kr[j - 1]))
+            ta = fv[0]
+            if ta > t:
+                t = ta
+                guess = True
+    if t < t_prev:  # never lower the threshold
+        t = t_prev
+    return k, t, guess
+
+
+@jit(inline="always")
+def _take(m, row, rbits, j0, w, d0, kr, c, t, guess, k, cap, excl_ids, ep, ehi, fb, fv, n_tot,
+          z):
+    """Append the documents of a chunk whose bits are set in ``m``; see :func:`_scan_row`."""
+    one = np.uint64(1)
+    if ep < ehi:
+        while ep < ehi and excl_ids[ep] < d0:
+            ep += 1
+        e = ep
+        while e < ehi and excl_ids[e] < d0 + w:
+            m &= ~(one << np.uint64(excl_ids[e] - d0))
+            e += 1
+    if _popcount(m) >= DENSE:
+        for j in range(w):
+            kr[c] = _key(rbits[j0 + j], d0 + j)
+            c += np.int64((m >> np.uint64(j)) & one)
+        if c >= cap:
+            c, t, guess = _compact(kr, c, k, t, guess, fb, fv, d0 + w, n_tot, z)
+    else:
+        while m != 0:
+            j = np.int64(_cttz(m))
+            m &= m - one
+            # t may have risen since the mask was built (compaction below)
+            if row[j0 + j] > t:
+                kr[c] = _key(rbits[j0 + j], d0 + j)
+                c += 1
+                if c >= cap:
+                    c, t, guess = _compact(kr, c, k, t, guess, fb, fv, d0 + j + 1, n_tot, z)
+    return c, t, guess, ep
+
+
+@jit(fastmath=_FM)
+def _scan_row(row, rbits, col0, kr, st, thr, k, cap, excl_ids, ehi, fb, fv, n_tot, z):
+    """Merge one row of scores into one row's state (see :func:`select_block`).
+
+    ``kr`` has ``cap + CHUNK`` slots; the buffer is compacted to its best ``k`` once it holds
+    ``cap`` keys or more. Each chunk of CHUNK scores is compared with the threshold at once into
+    a bit mask (SIMD compares), so a rejected score costs a fraction of a nanosecond. Excluded
+    documents are cleared from the mask (``excl_ids[ep:ehi]`` is sorted and documents arrive in
+    increasing order, so the pointer ``ep`` only moves forward). A dense mask (early blocks) is
+    appended branch-free; a sparse one is walked bit by bit with count-trailing-zeros.
+    """
+    c = st[0]
+    ep = st[1]
+    guess = st[2] != 0
+    t = thr[0]
+    nc = row.shape[0]
+    j0 = 0
+    # keep this loop shape: a fixed-length mask loop over full chunks compiles to SIMD
+    while j0 + CHUNK <= nc:
+        m = np.uint64(0)
+        for j in range(CHUNK):
+            m |= np.uint64(row[j0 + j] > t) << np.uint64(j)
+        if m != 0:
+            c, t, guess, ep = _take(m, row, rbits, j0, CHUNK, col0 + j0, kr, c, t, guess, k,
+                                    cap, excl_ids, ep, ehi, fb, fv, n_tot, z)
+        j0 += CHUNK
+    w = nc - j0
+    if w > 0:
+        m = np.uint64(0)
+        for j in range(w):
+            m |= np.uint64(row[j0 + j] > t) << np.uint64(j)
+        if m != 0:
+            c, t, guess, ep = _take(m, row, rbits, j0, w, col0 + j0, kr, c, t, guess, k, cap,
+                                    excl_ids, ep, ehi, fb, fv, n_tot, z)
+    st[0] = c
+    st[1] = ep
+    st[2] = 1 if guess else 0
+    thr[0] = t
+
+
+@pjit
+def select_block(scores, bits, col0, keys, state, thr, k, excl_indptr, excl_ids, row0, n_tot,
+                 z):
+    """Merge one score block into the per-row top-k state.
+
+    Parameters
+    ----------
+    scores : (nb, nc) float32, C-contiguous
+        Scores of the query block's rows against corpus rows ``col0 .. col0 + nc - 1``.
+    bits : (nb, nc) uint32
+        The same memory viewed as uint32.
+    col0 : int
+        Document id of column 0.
+    keys : (nb, cap + CHUNK) uint64
+        Key buffers (modified in place), ``cap > k``.
+    state : (nb, 3) int64
+        Per row: number of filled keys; position in ``excl_ids`` of the next excluded id not yet
+        passed; 1 if the threshold is a guess (see :func:`_compact`). Start a query block with
+        ``(0, excl_indptr[row], 0)``. Modified in place.
+    thr : (nb, 1) float32
+        Entry threshold per row (modified in place); start with ``-inf``.
+    k : int
+        Number of candidates kept.
+    excl_indptr, excl_ids : int64 arrays
+        CSR of excluded document ids (sorted within each row), indexed by global row.
+    row0 : int
+        Global row index of the block's first row.
+    n_tot : float
+        Number of documents in the whole corpus.
+    z : float
+        Margin of the threshold guess (0: never guess).
+    """
+    nb = scores.shape[0]
+    cap = keys.shape[1] - CHUNK
+    for r in prange(nb):
+        fb = np.empty(1, np.uint32)  # scratch for the float32 <- bits conversion
+        fv = fb.view(np.float32)
+        _scan_row(scores[r], bits[r], col0, keys[r], state[r], thr[r], k, cap, excl_ids,
+                  excl_indptr[row0 + r + 1], fb, fv, n_tot, z)
+
+
+# ------------------------------------------------------------------ fused GEMM + selection
+
+_VP = ctypes.c_void_p
+#: BLAS sgemm (SciPy's Fortran-ABI export). Passed to the kernel as an argument: a ctypes
+#: global would be baked into the machine code and stop Numba from caching the kernel.
+SGEMM = ctypes.CFUNCTYPE(None, *([_VP] * 13))(
+    get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
+
+
+@pjit
+def gemm_select(queries, corpus, col0, keys, state, thr, k, excl_indptr, excl_ids, row0, n_tot,
+                z, sbuf, sbits, sub, tile, l2, q_sq, c_sq, select, sgemm):
+    """Scores of a query block against a block of corpus rows, merged into the top-k state,
+    with no ``n_queries x n_docs`` matrix and no synchronisation between threads.
+
+    The query block is cut into sub-blocks of ``sub`` rows handed to threads dynamically (call
+    under ``numba.parallel_chunksize(1)``); a thread runs, for its sub-block, one single-threaded
+    BLAS ``sgemm`` per ``tile`` corpus rows into its own buffer ``sbuf[thread]`` and merges the
+    tile into the sub-block's rows of the state while the tile is still in cache. Threads never
+    wait for each other, so one thread's selection overlaps the other's GEMM. Call with the BLAS
+    library limited to one thread (threadpoolctl), or its own pool oversubscribes the cores.
+
+    Parameters
+    ----------
+    queries : (nb, d) float32, C-contiguous
+    corpus : (nc, d) float32, C-contiguous
+        Rows ``col0 .. col0 + nc - 1`` of the corpus.
+    keys, state, thr, k, excl_indptr, excl_ids, row0, n_tot, z
+        As in :func:`select_block`.
+    sbuf : (n_threads, sub * tile) float32
+        Per-thread score buffers; ``sbits`` is the same memory viewed as uint32.
+    sub, tile : int
+        Query sub-block and corpus tile sizes (rows).
+    l2 : bool
+        Turn inner products into ``-||q - c||^2`` with ``q_sq`` (nb,) and ``c_sq`` (nc,).
+    select : bool
+        ``False`` runs the GEMMs only (the floor measured by the benchmarks).
+    sgemm : ctypes function
+        :data:`SGEMM`.
+    """
+    nb, d = queries.shape
+    nc = corpus.shape[0]
+    cap = keys.shape[1] - CHUNK
+    nsub = (nb + sub - 1) // sub
+    for b in prange(nsub):
+        tid = get_thread_id()
+        srow = sbuf[tid]
+        brow = sbits[tid]
+        q0 = b * sub
+        m = min(nb, q0 + sub) - q0
+        # Fortran BLAS takes every argument by pointer
+        ints = np.empty(6, np.int32)
+        alpha = np.ones(1, np.float32)
+        beta = np.zeros(1, np.float32)
+        tr = np.empty(2, np.uint8)
+        tr[0] = 84  # 'T'
+        tr[1] = 78  # 'N'
+        fb = np.empty(1, np.uint32)
+        fv = fb.view(np.float32)
+        for t0 in range(0, nc, tile):
+            n = min(nc, t0 + tile) - t0
+            # column-major view: S^T (n x m) = C_tile^T (n x d) . Q_sub (d x m), i.e. S (m x n)
+            # row-major = Q_sub . C_tile^T
+            ints[0] = n
+            ints[1] = m
+            ints[2] = d
+            ints[3] = d
+            ints[4] = d
+            ints[5] = n
+            sgemm(tr[0:].ctypes, tr[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes,
+                  ints[2:].ctypes, alpha.ctypes, corpus[t0:].ctypes, ints[3:].ctypes,
+                  queries[q0:].ctypes, ints[4:].ctypes, beta.ctypes, srow.ctypes,
+                  ints[5:].ctypes)
+            if not select:
+                continue
+            for r in range(m):
+                row = srow[r * n : (r + 1) * n]
+                if l2:
+                    qi = q_sq[q0 + r]
+                    for j in range(n):
+                        row[j] = np.float32(2.0) * row[j] - qi - c_sq[t0 + j]
+                g = q0 + r
+                _scan_row(row, brow[r * n : (r + 1) * n], col0 + t0, keys[g], state[g], thr[g],
+                          k, cap, excl_ids, excl_indptr[row0 + g + 1], fb, fv, n_tot, z)
+
+
+@jit
+def _radix_sort(a, tmp):
+    """Sort the uint64 array ``a`` in place (LSD radix, 8-bit digits; ``tmp`` same length).
+    Digits shared by every key are skipped (e.g. the high bytes of small document ids)."""
+    n = a.shape[0]
+    counts = np.empty(256, np.int64)
+    src = a
+    dst = tmp
+    for p in range(8):
+        shift = np.uint64(8 * p)
+        counts[:] = 0
+        for i in range(n):
+            counts[np.int64((src[i] >> shift) & np.uint64(255))] += 1
+        if counts[np.int64((src[0] >> shift) & np.uint64(255))] == n:
+            continue
+        tot = 0
+        for b in range(256):
+            c = counts[b]
+            counts[b] = tot
+            tot += c
+        for i in range(n):
+            v = src[i]
+            dig = np.int64((v >> shift) & np.uint64(255))
+            dst[counts[dig]] = v
+            counts[dig] += 1
+        src, dst = dst, src
+    if src is not a:  # odd number of passes: the result is in tmp
+        a[:] = src
+
+
+@jit(inline="always")
+def _decode(key, fb, fv):
+    """(document id, score) of a key."""
+    fb[0] = np.uint32(_bits_from_key(key))
+    return np.int64(key & _M32), fv[0]
+
+
+@pjit
+def finalize(keys, state, thr, k, ids, scores, ok):
+    """Sort each row's kept keys and write the best ``k`` as ``ids`` (int64) and ``scores``
+    (float32), padded with -1 / -inf.
+
+    ``ok[r]`` is 0 when the row's threshold was a guess that the result does not confirm (the
+    k-th best kept score must be above the threshold); such rows must be recomputed.
+    """
+    nb = keys.shape[0]
+    for r in prange(nb):
+        fb = np.empty(1, np.uint32)
+        fv = fb.view(np.float32)
+        c = state[r, 0]
+        kr = keys[r]
+        if c > k:
+            _nth_smallest(kr, c, k - 1)
+            c = k
+        if c > 0:
+            tmp = np.empty(c, np.uint64)
+            _radix_sort(kr[:c], tmp)
+        for j in range(c):
+            d, v = _decode(kr[j], fb, fv)
+            ids[r, j] = d
+            scores[r, j] = v
+        for j in range(c, k):
+            ids[r, j] = -1
+            scores[r, j] = -np.inf
+        good = True
+        if state[r, 2] != 0:
+            if c < k:
+                good = False
+            else:
+                good = scores[r, k - 1] > thr[r, 0]
+        ok[r] = 1 if good else 0
+
+
+@jit(inline="always")
+def _finish(acc, nn, mode):
+    if mode == 1:  # cosine: queries normalised by the caller, divide by the corpus norm
+        if nn > 0.0:
+            return np.float32(acc / np.sqrt(nn))
+        return np.float32(0.0)
+    return np.float32(acc)
+
+
+@pjit(fastmath=_FM)
+def rescore_dense(queries, corpus, ids, mode, out):
+    """Scores of given candidates, products summed in float64.
+
+    ``mode`` 0: ``<q, c>``; 1: cosine (``queries`` already row-normalised, corpus rows divided by
+    their norm, all-zero rows score 0); 2: ``-||q - c||^2``. ``out`` is ``-inf`` where
+    ``ids == -1``.
+    """
+    nq, kk = ids.shape
+    d = queries.shape[1]
+    for i in prange(nq):
+        for j in range(kk):
+            doc = ids[i, j]
+            if doc < 0:
+                out[i, j] = -np.inf
+                continue
+            acc = 0.0
+            nn = 0.0
+            if mode == 2:
+                for t in range(d):
+                    diff = np.float64(queries[i, t]) - np.float64(corpus[doc, t])
+                    acc -= diff * diff
+            else:
+                for t in range(d):
+                    c = np.float64(corpus[doc, t])
+                    acc += np.float64(queries[i, t]) * c
+                    nn += c * c
+            out[i, j] = _finish(acc, nn, mode)
+
+
+@pjit(fastmath=_FM)
+def rescore_f16(queries, corpus_u16, ids, mode, out):
+    """:func:`rescore_dense` for a float16 corpus passed as its uint16 bit view (values
+    converted exactly to float32)."""
+    nq, kk = ids.shape
+    d = queries.shape[1]
+    for i in prange(nq):
+        for j in range(kk):
+            doc = ids[i, j]
+            if doc < 0:
+                out[i, j] = -np.inf
+                continue
+            acc = 0.0
+            nn = 0.0
+            if mode == 2:
+                for t in range(d):
+                    c = np.float64(_half_to_float(corpus_u16[doc, t]))
+                    diff = np.float64(queries[i, t]) - c
+                    acc -= diff * diff
+            else:
+                for t in range(d):
+                    c = np.float64(_half_to_float(corpus_u16[doc, t]))
+                    acc += np.float64(queries[i, t]) * c
+                    nn += c * c
+            out[i, j] = _finish(acc, nn, mode)
+
+
+@pjit(fastmath=_FM)
+def block_to_f32(src, dst, normalize):
+    """``dst[:] = src`` as float32 (``src`` float32 or float64), rows scaled to unit norm when
+    ``normalize`` (all-zero rows stay zero)."""
+    n, d = src.shape
+    for i in prange(n):
+        ss = 0.0
+        for j in range(d):
+            v = np.float32(src[i, j])
+            dst[i, j] = v
+            ss += np.float64(v) * np.float64(v)
+        if normalize and ss > 0.0:
+            inv = np.float32(1.0 / np.sqrt(ss))
+            for j in range(d):
+                dst[i, j] *= inv
+
+
+@pjit(fastmath=_FM)
+def block_f16_to_f32(src_u16, dst, normalize):
+    """:func:`block_to_f32` for a float16 source given as its uint16 bit view (exact
+    conversion; ``vcvtph2ps`` on x86-64 with F16C)."""
+    n, d = src_u16.shape
+    for i in prange(n):
+        ss = 0.0
+        for j in range(d):
+            v = _half_to_float(src_u16[i, j])
+            dst[i, j] = v
+            ss += np.float64(v) * np.float64(v)
+        if normalize and ss > 0.0:
+            inv = np.float32(1.0 / np.sqrt(ss))
+            for j in range(d):
+                dst[i, j] *= inv
+
+
+@pjit(fastmath=_FM)
+def l2_from_ip(scores, q_sq, c_sq):
+    """In place: ``scores[i, j] = 2 * scores[i, j] - q_sq[i] - c_sq[j]`` (= ``-||q_i - c_j||^2``
+    when ``scores`` holds inner products and ``*_sq`` the squared norms)."""
+    nb, nc = scores.shape
+    for i in prange(nb):
+        qi = q_sq[i]
+        for j in range(nc):
+            scores[i, j] = np.float32(2.0) * scores[i, j] - qi - c_sq[j]
