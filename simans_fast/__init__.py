@@ -48,6 +48,7 @@ _LAZY = {
     # strategies
     "select_negatives": "simans_fast.strategies",
     "filter_candidates": "simans_fast.strategies",
+    "FilteredCandidates": "simans_fast.strategies",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
