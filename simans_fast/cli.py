@@ -204,7 +204,23 @@ def epoch_negatives(cf, epoch: int, params: dict):
         kernel=params["kernel"], seed=int(params["seed"]), fallback=params["fallback"],
         positive_choice=params["positive_choice"],
     )
-    cols = sampler.sample_columns(epoch=epoch)
+    strategy = params.get("strategy", "simans")
+    filters = {key: params.get(key) for key in ("max_score", "margin", "perc")}
+    skip = int(params.get("skip") or 0)
+    window = _parse_window(params.get("window"))
+    if strategy == "simans" and skip == 0 and window is None and all(
+            v is None for v in filters.values()):
+        cols = sampler.sample_columns(epoch=epoch)
+    else:
+        from .strategies import select_negatives
+
+        # column indices stand in for the ids, so the result is columns (scores, ranks follow)
+        col_ids = np.where(cids >= 0, np.arange(cids.shape[1])[None, :], -1)
+        cols = select_negatives(
+            col_ids, cscores, pscores[:, 0] if pscores.shape[1] == 1 else pscores,
+            int(params["n"]), strategy=strategy, a=float(params["a"]), b=float(params["b"]),
+            kernel=params["kernel"], skip=skip, window=window, seed=int(params["seed"]),
+            epoch=epoch, fallback=params["fallback"], **filters)
     n_q = cids.shape[0]
     rows = np.arange(n_q)[:, None]
     valid = cols >= 0
@@ -252,10 +268,36 @@ def _job_identity(args, queries, corpus, qids, dids, qrels_info):
     }
 
 
+_STRATEGY_KEYS = ("strategy", "skip", "window", "max_score", "margin", "perc")
+
+
+def _parse_window(text):
+    """``"LO-HI"`` (FlagEmbedding's rank range, e.g. ``10-210``) or ``"LO-"`` -> (lo, hi)."""
+    if text in (None, ""):
+        return None
+    if isinstance(text, (list, tuple)):
+        return (int(text[0]), None if text[1] is None else int(text[1]))
+    lo, sep, hi = str(text).partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        return (int(lo), int(hi) if hi else None)
+    except ValueError:
+        raise _input_error()(f"--window {text!r}: expected LO-HI or LO- (ranks, e.g. 10-210)")
+
+
 def _sampling_params(args) -> dict:
-    return {"n": args.n, "a": float(args.a), "b": float(args.b), "kernel": args.kernel,
-            "seed": args.seed, "positive_choice": args.positive_choice,
-            "fallback": args.fallback}
+    out = {"n": args.n, "a": float(args.a), "b": float(args.b), "kernel": args.kernel,
+           "seed": args.seed, "positive_choice": args.positive_choice,
+           "fallback": args.fallback}
+    # strategy options are recorded only when used, so default runs keep their old header
+    if getattr(args, "strategy", None) not in (None, "simans"):
+        out["strategy"] = args.strategy
+    for key in _STRATEGY_KEYS[1:]:
+        v = getattr(args, key, None)
+        if v not in (None, 0) or (key == "skip" and v):
+            out[key] = v
+    return out
 
 
 def _diff_keys(a, b, prefix=""):
@@ -590,8 +632,8 @@ def cmd_sample(args) -> int:
     if args.epoch < 0:
         raise InputError(f"--epoch {args.epoch}: must be >= 0")
     params = dict(header.get("parameters", {}))
-    for key in ("n", "a", "b", "kernel", "seed", "positive_choice", "fallback"):
-        v = getattr(args, key)
+    for key in ("n", "a", "b", "kernel", "seed", "positive_choice", "fallback") + _STRATEGY_KEYS:
+        v = getattr(args, key, None)
         if v is not None:
             params[key] = v
     missing = [k for k in ("n", "a", "b", "kernel", "seed", "positive_choice", "fallback")
@@ -622,6 +664,11 @@ def _check_sampling_values(params: dict) -> None:
         raise InputError(f"--a {params['a']}: must be a finite number >= 0")
     if not math.isfinite(float(params["b"])):
         raise InputError(f"--b {params['b']}: must be finite")
+    if params.get("skip") is not None and int(params["skip"]) < 0:
+        raise InputError(f"--skip {params['skip']}: must be >= 0")
+    _parse_window(params.get("window"))
+    if params.get("perc") is not None and not 0.0 <= float(params["perc"]) <= 1.0:
+        raise InputError(f"--perc {params['perc']}: must be between 0 and 1")
 
 
 # --------------------------------------------------------------------------------- inspect
@@ -761,6 +808,18 @@ def _add_sampling(p, defaults: bool):
     p.add_argument("--fallback", choices=("lowest", "uniform", "raise"), default=d("lowest"),
                    help="queries without a positive: the n lowest-ranked candidates, uniform, "
                         "or fail")
+    g = p.add_argument_group("strategy (sf.select_negatives; default: SimANS on all candidates)")
+    g.add_argument("--strategy", choices=("simans", "top", "uniform"), default=None,
+                   help="simans (default), top (the n best), or uniform over the kept ranks")
+    g.add_argument("--skip", type=int, default=None, help="drop the R best-ranked candidates")
+    g.add_argument("--window", default=None, metavar="LO-HI",
+                   help="keep ranks LO <= rank < HI (FlagEmbedding's 10-210; LO- for no bound)")
+    g.add_argument("--max-score", dest="max_score", type=float, default=None,
+                   help="TopK-Abs: keep scores < T")
+    g.add_argument("--margin", type=float, default=None,
+                   help="TopK-MarginPos: keep scores < s_pos - M")
+    g.add_argument("--perc", type=float, default=None,
+                   help="TopK-PercPos: keep scores < s_pos - (1 - F) |s_pos|")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import simans_fast
+import simans_fast as sf
 from simans_fast import io as sio
 from simans_fast.cli import main
 from simans_fast.pipeline import mine_candidates
@@ -323,3 +324,38 @@ def test_external_sigkill_at_random_moments_then_resume(data, baseline, tmp_path
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stderr
     assert _hashes(out) == want
+
+
+@pytest.mark.parametrize("flags", [["--strategy", "top", "--skip", "2"],
+                                   ["--strategy", "uniform", "--window", "3-12"],
+                                   ["--margin", "0.5"]])
+def test_sample_with_strategy_flags(data, baseline, tmp_path, flags):
+    """The CLI exposes sf.select_negatives: same negatives as the Python call on the candidates."""
+    out, _ = baseline
+    dest = tmp_path / "neg.jsonl"
+    rc = main(["sample", "--candidates", str(out), "--epoch", "1", "--out", str(dest),
+               "--format", "tevatron", "--no-progress", *flags])
+    assert rc == 0
+    cf = sio.load_candidates(str(out / "candidates"))
+    cids = np.asarray(cf.candidate_ids)
+    pscores = np.asarray(cf.positive_scores)
+    opts = {"strategy": "simans", "skip": 0, "window": None, "margin": None}
+    it = iter(flags)
+    for f, v in zip(it, it):
+        key = f[2:]
+        opts[key] = {"skip": int, "margin": float}.get(key, str)(v)
+    if opts["window"]:
+        lo, hi = opts["window"].split("-")
+        opts["window"] = (int(lo), int(hi))
+    want = sf.select_negatives(cids, np.asarray(cf.candidate_scores),
+                               pscores[:, 0] if pscores.shape[1] == 1 else pscores, N,
+                               seed=3, epoch=1, **opts)
+    recs = sio.read_negatives(str(dest))
+    got = [r["negatives"] for r in recs]
+    assert got == [[cf.doc_ids[j] for j in row if j >= 0] for row in want]
+    if opts["strategy"] == "top":
+        # the n best after skipping 2: candidate columns 2..2+N (rows are in rank order)
+        assert [r["negatives"] for r in recs][0] == [cf.doc_ids[j] for j in cids[0, 2:2 + N]]
+    bad = main(["sample", "--candidates", str(out), "--epoch", "1", "--out",
+                str(tmp_path / "bad.jsonl"), "--format", "tevatron", "--window", "x"])
+    assert bad == 2 and not (tmp_path / "bad.jsonl").exists()
