@@ -79,6 +79,7 @@ def _check_group(group, grank, gworld, splits=None):
 
 
 def _worker(rank, world, init_file):
+    sf.configure_threads(1)  # three ranks share two cores: one Numba thread each
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     try:
@@ -95,7 +96,9 @@ def _worker(rank, world, init_file):
 
 
 def test_sharded_mining_and_sampling_world_sizes_1_2_3(tmp_path, monkeypatch):
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    # NUMBA_NUM_THREADS is not touched in this process: Numba re-reads its environment at
+    # every compilation and refuses a new thread count once its pool runs. The ranks set
+    # their own thread counts; OMP_NUM_THREADS only reaches the spawned children's BLAS.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     # compile (or load) the kernels once here so that the three children find them in Numba's
     # on-disk cache instead of compiling them concurrently
