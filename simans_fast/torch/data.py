@@ -155,7 +155,24 @@ def collate_simans(batch):
     return out
 
 
-class SimANSDataset(Dataset):
+class _EpochAndSampler:
+    """``set_epoch`` (as ``DistributedSampler`` has it) and ``set_sampler`` for both datasets."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the negatives (and, when shuffling, the order) of ``epoch`` from now on."""
+        self.epoch = _check_epoch(epoch)
+
+    def set_sampler(self, sampler) -> None:
+        """Replace the sampler, e.g. after re-mining (see :mod:`simans_fast.torch.refresh`);
+        it must hold the same number of queries."""
+        _check_sampler(sampler)
+        if sampler.n_queries != self.sampler.n_queries:
+            raise ValueError(f"the new sampler has {sampler.n_queries} queries, the dataset "
+                             f"{self.sampler.n_queries}")
+        self.sampler = sampler
+
+
+class SimANSDataset(_EpochAndSampler, Dataset):
     """Map-style dataset: item ``i`` is query ``i`` with its SimANS negatives of the epoch.
 
     ``dataset[i]`` is ``{"query_index": i, "positive_index": c, "positive_id": p,
@@ -190,18 +207,6 @@ class SimANSDataset(Dataset):
         self.positive_ids = _check_positive_ids(positive_ids, sampler.n_queries)
         self.epoch = _check_epoch(epoch)
         _warm_serial(sampler)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the negatives of ``epoch`` from now on."""
-        self.epoch = _check_epoch(epoch)
-
-    def set_sampler(self, sampler) -> None:
-        """Replace the sampler (after re-mining, see :mod:`simans_fast.torch.refresh`)."""
-        _check_sampler(sampler)
-        if sampler.n_queries != self.sampler.n_queries:
-            raise ValueError(f"the new sampler has {sampler.n_queries} queries, the dataset "
-                             f"{self.sampler.n_queries}")
-        self.sampler = sampler
 
     def __len__(self) -> int:
         return int(self.sampler.n_queries)
@@ -273,7 +278,7 @@ def shard_indices(n_items: int, rank: int, world_size: int, *, shuffle: bool = F
     return np.ascontiguousarray(order[rank:total:world_size], dtype=np.int64)
 
 
-class SimANSIterableDataset(IterableDataset):
+class SimANSIterableDataset(_EpochAndSampler, IterableDataset):
     """Streaming form: queries sharded by distributed rank, then by DataLoader worker.
 
     Without ``batch_size`` it yields items like :class:`SimANSDataset`; with ``batch_size`` it
@@ -319,18 +324,6 @@ class SimANSIterableDataset(IterableDataset):
         self.drop_last = bool(drop_last)
         self.rank, self.world_size = _dist_rank_world(rank, world_size)
         self.chunk_size = _core.check_n(chunk_size, "chunk_size")
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the negatives (and shuffle) of ``epoch`` from now on."""
-        self.epoch = _check_epoch(epoch)
-
-    def set_sampler(self, sampler) -> None:
-        """Replace the sampler (same number of queries)."""
-        _check_sampler(sampler)
-        if sampler.n_queries != self.sampler.n_queries:
-            raise ValueError(f"the new sampler has {sampler.n_queries} queries, the dataset "
-                             f"{self.sampler.n_queries}")
-        self.sampler = sampler
 
     def rank_indices(self) -> np.ndarray:
         """Query rows of this rank for the current epoch, in iteration order."""
