@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import core as _core
+from .data import _check_positive_ids
 
 __all__ = ["RefreshSchedule", "refresh", "SimANSRefresher", "embeddings_to_numpy"]
 
@@ -37,18 +38,11 @@ def embeddings_to_numpy(x, name: str) -> np.ndarray:
 
 
 def _positive_matrix(positive_ids, n_q):
-    if isinstance(positive_ids, torch.Tensor):
-        positive_ids = positive_ids.detach().cpu().numpy()
-    p = np.asarray(positive_ids)
-    if p.dtype.kind not in "iu":
-        raise ValueError(f"positive_ids must be integer corpus rows (-1 padded), got dtype "
-                         f"{p.dtype}")
-    if p.ndim == 1:
-        p = p[:, None]
-    if p.ndim != 2 or p.shape[0] != n_q:
-        raise ValueError(f"positive_ids must have shape ({n_q},) or ({n_q}, m), got "
-                         f"{np.shape(positive_ids)}")
-    return p.astype(np.int64, copy=False)
+    """The (n_q, m) int64 positive ids that re-mining excludes (required here)."""
+    if positive_ids is None:
+        raise ValueError("positive_ids is required: the positives to exclude when re-mining "
+                         "and to re-score")
+    return _check_positive_ids(positive_ids, n_q)
 
 
 class RefreshSchedule:
