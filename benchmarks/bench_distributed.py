@@ -3,7 +3,7 @@
 Measured in one run on the same data:
 
 * single process: ``sf.topk(queries, corpus, k)`` with all threads, and
-  ``sampler.sample(epoch)`` over all queries;
+  ``sampler.sample(epoch=e)`` over all queries;
 * ``sharded_topk`` with world sizes 1 and 2 (each rank gets ``threads / world`` Numba threads and
   a contiguous block of the corpus): total time, and the part spent in all_gather + merge
   (the overhead of sharding; the local top-k is the work that sharding splits);
@@ -97,7 +97,7 @@ def _rank_main(rank, world, args, threads, init_file, out_file):
     # and draws its own rows; then gather_rows reassembles the matrix
     s_ids, s_scores, s_pos = make_sampling_data(args.sample_queries)
     sampler = sf.SimANSSampler(s_ids, s_scores, s_pos, n=N, seed=0)
-    sampler.sample(np.arange(4), 0)
+    sampler.sample(rows=np.arange(4), epoch=0)
     dist.barrier()
     t["sample_shard"] = _median_time(lambda: sd.sample_shard(sampler, 1), args.repeats)
     mine, _ = sd.sample_shard(sampler, 1)
@@ -137,7 +137,7 @@ def main(argv=None):
     single = _median_time(lambda: sf.topk(queries, corpus, K), args.repeats)
     cands = sf.topk(queries, corpus, K)
     sampler = sf.SimANSSampler(*make_sampling_data(args.sample_queries), n=N, seed=0)
-    sampler.sample(np.arange(4), 0)
+    sampler.sample(rows=np.arange(4), epoch=0)
     single_samp = _median_time(lambda: sampler.sample(epoch=1), args.repeats)
     neg_single = sampler.sample(epoch=1)
     del corpus

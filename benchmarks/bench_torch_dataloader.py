@@ -128,7 +128,7 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(0)
     dataset = SimANSDataset(sampler)
     base_ds = MultinomialDataset(ids_t, scores_t, pos_t)
-    sampler.sample(rows_of(0), 0, parallel=True)
+    sampler.sample(rows=rows_of(0), epoch=0, parallel=True)
 
     def dl(ds, collate, workers=0):
         return DataLoader(ds, batch_size=BATCH, shuffle=True, collate_fn=collate,

@@ -49,6 +49,15 @@ _LAZY = {
     "select_negatives": "simans_fast.strategies",
     "filter_candidates": "simans_fast.strategies",
     "FilteredCandidates": "simans_fast.strategies",
+    # texts and models in, trainers' datasets out
+    "load_model": "simans_fast.encode",
+    "encode_texts": "simans_fast.encode",
+    "mine_hard_negatives": "simans_fast.hard_negatives",
+    # diagnostics and errors
+    "effective_candidates": "simans_fast.diagnostics",
+    "simans_effective_candidates": "simans_fast.diagnostics",
+    "FlatWeightsWarning": "simans_fast.diagnostics",
+    "SamplerFileError": "simans_fast.sampler",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -11,7 +11,9 @@ document id, optionally leaving out given rows per query (the positives). Two ba
     computes its scores against a tile of corpus rows with one single-threaded BLAS ``sgemm``
     into its own small buffer, and merges them, while still in cache, into per-query buffers of
     the best candidates so far (:func:`simans_fast.kernels.topk.gemm_select`); threads never
-    wait for each other. After the first tiles almost every score is below the current k-th
+    wait for each other. Every BLAS call has one fixed, zero-padded shape and every row a fixed
+    place in it, so the result is bit-identical for any thread count, block size or chunking
+    (see :func:`_topk_numba`). After the first tiles almost every score is below the current k-th
     best, and a vectorised threshold test rejects it, so selection costs a few per cent of the
     GEMM. No ``n_queries x n_docs`` matrix is ever held: memory is set by the block sizes.
     float16 (or float64) inputs are converted to float32 block by block, so a corpus stored as
@@ -30,7 +32,9 @@ Importing this module imports neither torch nor faiss.
 from __future__ import annotations
 
 import logging
+import math
 import mmap as _mmap_mod
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +46,7 @@ __all__ = ["Candidates", "topk", "rescore"]
 logger = logging.getLogger(__name__)
 
 _METRICS = ("ip", "cosine", "l2")
-_BACKENDS = ("auto", "numba", "faiss")
+_BACKENDS = ("auto", "numba", "faiss", "torch")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64))
 #: default query block of the exact backend (rows)
 DEFAULT_QUERY_BLOCK = 4096
@@ -57,6 +61,8 @@ _TILE = 1024
 _GUESS_Z = 5.0
 #: memory budget (bytes) of the per-query candidate buffers of one query block
 _STATE_BUDGET = 32 * 2**20
+#: memory budget (bytes) of the score block of the unfused path
+_SCORE_BUDGET = 64 * 2**20
 #: rows of the corpus used to train an index built from a factory string
 _MAX_TRAIN = 262_144
 
@@ -140,6 +146,13 @@ def _check_pos_int(value, name, allow_none=True):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, "
                          f"got {value!r}")
+    return int(value)
+
+
+def _check_offset(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
     return int(value)
 
 
@@ -245,7 +258,8 @@ def _block_f32(src, lo, hi, buf, normalize):
     if blk.dtype == np.float16:
         K.block_f16_to_f32(np.ascontiguousarray(blk).view(np.uint16), out, normalize)
         return out
-    np.copyto(out, blk, casting="unsafe")  # float64 or strided float32
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range float64: checked later
+        np.copyto(out, blk, casting="unsafe")  # float64 or strided float32
     if normalize:
         K.block_to_f32(out, out, True)
     return out
@@ -256,10 +270,6 @@ def _normalize_rows_inplace(x):
     norms[norms == 0] = 1.0
     x /= norms[:, None]
     return x
-
-
-def _sq_norms(x):
-    return np.einsum("ij,ij->i", x, x, dtype=np.float32)
 
 
 class _Threads:
@@ -312,6 +322,10 @@ def topk(
     query_block=None,
     corpus_block=None,
     n_threads=None,
+    query_offset=0,
+    corpus_offset=0,
+    device=None,
+    dtype=None,
 ):
     """Exact top-k corpus rows of every query.
 
@@ -331,9 +345,12 @@ def topk(
     exclude : tuple (indptr, ids), list of integer arrays, scipy CSR matrix or None
         Corpus rows to leave out per query (e.g. the positives). A ``tuple`` is read as a CSR
         pair (``indptr`` of length ``n_queries + 1``); a ``list`` as one array per query.
-    backend : {"auto", "numba", "faiss"}, default="auto"
+    backend : {"auto", "numba", "faiss", "torch"}, default="auto"
         ``"numba"``: the exact streaming backend. ``"faiss"``: a faiss index (exact
-        ``IndexFlatIP`` unless ``index`` is given). ``"auto"``: ``"faiss"`` when ``index`` is
+        ``IndexFlatIP`` unless ``index`` is given). ``"torch"``: exact top-k with torch on the
+        tensors' device (:func:`simans_fast.torch.topk_torch`; torch tensors on any device or
+        arrays moved to ``device`` block by block; on CPU its ids equal the numba backend's
+        wherever scores are not tied). ``"auto"``: ``"faiss"`` when ``index`` is
         given, otherwise the exact backend that is faster for these shapes (the choice is
         logged at INFO level and stored in ``Candidates.backend``).
     index : faiss index, str, tuple (str, str) or None
@@ -347,16 +364,25 @@ def topk(
     progress : bool, default=False
         Show a progress bar over blocks (needs tqdm; silently off without it).
     query_block, corpus_block : int, optional
-        Block sizes in rows; results do not depend on them. ``query_block`` (default 4096,
-        fewer for very large ``k``) queries share one pass over the corpus and one set of
-        candidate buffers (``query_block * (2k + 64) * 8`` bytes); it also batches faiss
-        searches. ``corpus_block``: corpus rows converted to float32 at once for float16,
-        cosine or memory-mapped corpora (default: about 32 MB of rows); an in-memory float32
-        corpus is used in place, in one block.
+        Block sizes in rows; results do not depend on them (bit for bit). ``query_block``
+        (default 4096, fewer for very large ``k``; rounded up to a multiple of 256) queries
+        share one pass over the corpus and one set of candidate buffers
+        (``query_block * (2k + 64) * 8`` bytes); it also batches faiss searches.
+        ``corpus_block`` (rounded up to a multiple of 1024): corpus rows converted to float32
+        at once for float16, cosine or memory-mapped corpora (default: about 32 MB of rows);
+        an in-memory float32 corpus is used in place, in one block.
     n_threads : int, optional
         Threads for Numba, BLAS (through threadpoolctl, when installed) and faiss during this
         call; the previous settings are restored afterwards. ``None`` keeps the current ones.
-        Results do not depend on it.
+        Results do not depend on it (bit for bit).
+    device, dtype : optional
+        ``"torch"`` backend only: the device to compute on and the compute dtype.
+    query_offset, corpus_offset : int, default=0
+        ``"numba"`` and ``"torch"`` backends: the global row numbers of ``queries[0]`` and ``corpus[0]`` when
+        these are slices of a larger set (query chunks, corpus shards). The scores of a query
+        and a document are then bit-identical to those of the same pair in one call on the
+        whole set (each row keeps its place in the fixed grid of BLAS calls; see
+        docs/topk.md). The returned ids are still row numbers of ``corpus``.
 
     Returns
     -------
@@ -367,10 +393,27 @@ def topk(
     Raises
     ------
     ValueError
-        Bad shapes or dtypes, ``k < 1``, unknown metric/backend, excluded ids out of range.
+        Bad shapes or dtypes, ``k < 1``, unknown metric/backend, excluded ids out of range, a
+        NaN or infinite value in ``queries`` or ``corpus`` (the message names the first such
+        row; the numba backend checks each block as it converts it, so a memory-mapped corpus
+        is still streamed once).
     """
+    if backend == "torch":  # tensors on any device: validated by the torch backend
+        if index is not None:
+            raise ValueError("index is only used by the faiss backend: drop index with "
+                             "backend='torch'")
+        from .torch.topk import topk_torch
+
+        return topk_torch(queries, corpus, k, metric=metric, exclude=exclude,
+                          progress=progress, query_block=query_block, corpus_block=corpus_block,
+                          n_threads=n_threads, query_offset=query_offset,
+                          corpus_offset=corpus_offset, device=device, dtype=dtype)
+    if device is not None or dtype is not None:
+        raise ValueError("device and dtype are only used by backend='torch'")
     queries, corpus = _check_pair(queries, corpus)
     k = _check_pos_int(k, "k", allow_none=False)
+    query_offset = _check_offset(query_offset, "query_offset")
+    corpus_offset = _check_offset(corpus_offset, "corpus_offset")
     metric = _check_metric(metric)
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
@@ -390,7 +433,8 @@ def topk(
     with _Threads(n_threads):
         if backend == "numba":
             ids, scores = _topk_numba(queries, corpus, k, metric, excl, progress,
-                                      query_block, corpus_block)
+                                      query_block, corpus_block, query_offset=query_offset,
+                                      corpus_offset=corpus_offset)
         else:
             ids, scores = _topk_faiss(queries, corpus, k, metric, excl, index, progress,
                                       query_block, n_threads)
@@ -410,27 +454,175 @@ def _choose_backend(n_q, n_d, dim, k, index):
     return "numba"
 
 
-def _blas_single_thread():
-    """Context limiting every loaded BLAS to one thread, or ``None`` without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return None
-    return threadpool_limits(limits=1, user_api="blas")
+#: (get, set) thread-count functions of the BLAS library, tried in order on the library that
+#: SciPy's ``cython_blas`` (whose ``sgemm`` the kernels call) resolves its symbols from
+_BLAS_THREAD_SYMBOLS = (
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),  # SciPy's wheels
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),  # system / conda OpenBLAS
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads"),  # MKL
+)
+_BLAS_API = None
+_WARNED_NO_BLAS_CONTROL = False
+
+
+def _blas_thread_api():
+    """``(get, set)`` ctypes functions for the thread count of the BLAS behind
+    ``scipy.linalg.cython_blas``, or ``None`` when it exposes none of the known ones."""
+    global _BLAS_API
+    if _BLAS_API is None:
+        _BLAS_API = False
+        import ctypes
+
+        try:
+            import scipy.linalg.cython_blas as cython_blas
+
+            lib = ctypes.CDLL(cython_blas.__file__)  # dlsym also searches its dependencies
+        except (ImportError, OSError, AttributeError):  # pragma: no cover - exotic installs
+            return None
+        for get_name, set_name in _BLAS_THREAD_SYMBOLS:
+            try:
+                get, set_ = getattr(lib, get_name), getattr(lib, set_name)
+            except AttributeError:
+                continue
+            get.restype, get.argtypes = ctypes.c_int, []
+            set_.restype, set_.argtypes = None, [ctypes.c_int]
+            _BLAS_API = (get, set_)
+            break
+    return _BLAS_API or None
+
+
+class _BlasOneThread:
+    """Context manager: the BLAS that the kernels call runs single-threaded inside it.
+
+    A BLAS call's bits depend on how many threads the library splits it over, so every score is
+    computed by single-threaded calls. The library's own thread API is used (found next to
+    SciPy's ``sgemm``: OpenBLAS, MKL), else threadpoolctl; ``active`` is False when neither is
+    available (the BLAS then uses its own threads). Nested and concurrent uses (several Python
+    threads calling :func:`topk`) share one limit, set by the first to enter and restored by the
+    last to leave."""
+
+    _lock = threading.Lock()
+    _depth = 0
+    _restore_fn = None
+
+    def __init__(self):
+        self.active = False
+
+    @staticmethod
+    def available():
+        """Whether the BLAS can be limited to one thread."""
+        if _blas_thread_api() is not None:
+            return True
+        try:
+            import threadpoolctl  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    @staticmethod
+    def _limit():
+        """Set one thread; returns the function restoring the previous setting, or None."""
+        api = _blas_thread_api()
+        if api is not None:
+            get, set_ = api
+            prev = int(get())
+            if prev != 1:
+                set_(1)
+                return lambda: set_(prev)
+            return lambda: None
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return None
+        return threadpool_limits(limits=1, user_api="blas").restore_original_limits
+
+    def __enter__(self):
+        cls = type(self)
+        with cls._lock:
+            if cls._depth == 0:
+                cls._restore_fn = cls._limit()
+            if cls._restore_fn is not None:
+                cls._depth += 1
+                self.active = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            cls = type(self)
+            with cls._lock:
+                cls._depth -= 1
+                if cls._depth == 0:
+                    fn, cls._restore_fn = cls._restore_fn, None
+                    fn()
+            self.active = False
+        return False
+
+
+def _check_finite(x, name, row0, buf):
+    """ValueError naming ``name`` and the first row of the float32 block ``x`` (rows
+    ``row0 ...`` of the input) that holds a NaN or an infinity."""
+    from .kernels import topk as K
+
+    bad = buf[: x.shape[0]]
+    K.nonfinite_rows(x.view(np.uint32), bad)
+    if bad.any():
+        r = row0 + int(np.argmax(bad))
+        raise ValueError(f"{name} row {r} is not finite (it holds NaN or inf): embeddings must "
+                         f"be finite numbers")
+
+
+def _query_layout(qpos, sub):
+    """Padded row of every query: query ``i`` sits at row ``qpos[i]`` of its sub-block (one BLAS
+    call), queries in input order, a new sub-block whenever the position does not increase."""
+    new = np.ones(qpos.shape[0], dtype=bool)
+    new[1:] = qpos[1:] <= qpos[:-1]
+    sub_of = np.cumsum(new) - 1
+    return sub_of, sub_of * sub + qpos
+
+
+def _fill_edges(edge, C, lead, nc, tile):
+    """Zero-padded copies of the first and last tile of a corpus block when they are partial
+    (see :func:`simans_fast.kernels.topk.gemm_select`)."""
+    ntile = -(-(lead + nc) // tile)
+    n0 = min(nc, tile - lead)
+    if n0 < tile:
+        e = edge[0]
+        e[:lead] = 0.0
+        e[lead : lead + n0] = C[:n0]
+        e[lead + n0 :] = 0.0
+    if ntile > 1:
+        lo = (ntile - 1) * tile - lead
+        n = nc - lo
+        if n < tile:
+            e = edge[1]
+            e[:n] = C[lo:]
+            e[n:] = 0.0
 
 
 def _topk_numba(queries, corpus, k, metric, excl, progress, query_block, corpus_block,
-                fused=None, select=True, z=None):
+                fused=None, select=True, z=None, query_offset=0, corpus_offset=0, qpos=None,
+                check=True):
     """Exact streaming top-k; returns (ids, scores).
 
-    ``fused`` (default: when threadpoolctl is available) runs GEMM and selection in one Numba
-    parallel region per corpus block, threads working on their own query sub-blocks with
-    single-threaded BLAS calls (:func:`simans_fast.kernels.topk.gemm_select`). Otherwise each
-    block is one multi-threaded NumPy matmul followed by a parallel selection pass
-    (:func:`simans_fast.kernels.topk.select_block`). Both give identical results.
-    ``select=False`` (fused only) runs the GEMMs alone: the benchmarks' floor. ``z`` is the
-    margin of the threshold guess (see :func:`simans_fast.kernels.topk._compact`; 0 disables
-    guessing); rows whose guess is not confirmed are recomputed without guessing.
+    Every score comes from a single-threaded BLAS ``sgemm`` of one fixed shape, ``_SUB`` query
+    rows by ``_TILE`` corpus rows by ``d`` (zero-padded), with query ``i`` at row
+    ``(query_offset + i) % _SUB`` and corpus row ``j`` at row ``(corpus_offset + j) % _TILE`` of
+    its call (``qpos`` overrides the query positions): BLAS kernels round an element
+    differently depending on the call's shape, on the element's position in it and on the
+    library's thread count, never on the other rows' values, so the scores, and hence the
+    result, depend on the data alone, not on threads, blocks or the other queries.
+
+    ``fused`` (default: whenever the BLAS can be limited to one thread, see
+    :class:`_BlasOneThread`) runs GEMM and selection in one Numba parallel region per corpus
+    block (:func:`simans_fast.kernels.topk.gemm_select`). Otherwise the same BLAS calls run one
+    after the other into a score block, followed by a parallel selection pass
+    (:func:`simans_fast.kernels.topk.select_block`); both give identical bits.
+    ``select=False`` runs the GEMMs alone: the benchmarks' floor. ``z`` is the margin of the
+    threshold guess (see :func:`simans_fast.kernels.topk._compact`; 0 disables guessing); rows
+    whose guess is not confirmed are recomputed, at their positions, without guessing.
+    ``check=False`` skips the finiteness checks (rows already checked).
     """
     import numba
 
@@ -444,26 +636,67 @@ def _topk_numba(queries, corpus, k, metric, excl, progress, query_block, corpus_
         return ids_out, scores_out
     if n_d >= 2**32:
         raise ValueError(f"corpus has {n_d} rows; the numba backend supports fewer than 2**32")
-
-    blas_ctx = None
-    if fused is None or fused:
-        blas_ctx = _blas_single_thread()
-        fused = blas_ctx is not None
+    SUB, TILE = int(_SUB), int(_TILE)
+    blas = _BlasOneThread()
 
     k_sel = min(k, n_d)
     cap = min(k_sel + max(k_sel, 128), n_d + 1)  # > k_sel: room to append before compaction
+    row_bytes = (cap + K.CHUNK) * 8
+    if qpos is None:
+        qpos = (int(query_offset) + np.arange(n_q, dtype=np.int64)) % SUB
+    sub_of, prow = _query_layout(qpos, SUB)
+    n_subs = int(sub_of[-1]) + 1
     qb = query_block or DEFAULT_QUERY_BLOCK
-    qb = max(1, min(qb, n_q, _STATE_BUDGET // ((cap + K.CHUNK) * 8)))
+    # sub-blocks per query block: the query block rounded up to whole BLAS calls
+    nsb = max(1, min(-(-qb // SUB), n_subs, _STATE_BUDGET // (SUB * row_bytes)))
+
     normalize = metric == "cosine"
+    l2 = metric == "l2"
     in_memory_f32 = (corpus.dtype == np.float32 and corpus.flags.c_contiguous
                      and getattr(corpus, "_mmap", None) is None)
+    lead_c = int(corpus_offset) % TILE
+    n_pos = lead_c + n_d  # padded corpus positions
+    controlled = blas.available()
+    fused = (fused is None or fused) and controlled
+    if not controlled:
+        global _WARNED_NO_BLAS_CONTROL
+        if not _WARNED_NO_BLAS_CONTROL:
+            _WARNED_NO_BLAS_CONTROL = True
+            logger.warning("simans_fast.topk: cannot limit the BLAS behind SciPy to one thread "
+                           "(no OpenBLAS/MKL thread API found and threadpoolctl is not "
+                           "installed); scores may differ in the last bits between BLAS "
+                           "thread settings")
     if corpus_block:
-        cb = corpus_block
+        cb = -(-corpus_block // TILE) * TILE
     elif fused and in_memory_f32 and not normalize:
-        cb = n_d  # the whole corpus is one block: no copy, one parallel region per query block
+        cb = -(-n_pos // TILE) * TILE  # one block: no copy, one parallel region per query block
     else:
-        cb = max(_TILE, (DEFAULT_CORPUS_BUFFER // (4 * d)) // _TILE * _TILE)
-    cb = max(1, min(cb, n_d))
+        cb = max(TILE, (DEFAULT_CORPUS_BUFFER // (4 * d)) // TILE * TILE)
+    if not fused:  # the score block holds nsb * SUB rows by cb columns
+        cb = min(cb, max(TILE, (_SCORE_BUDGET // (4 * nsb * SUB)) // TILE * TILE))
+    cb = min(cb, -(-n_pos // TILE) * TILE)
+    cblocks = [(max(0, p - lead_c), min(n_d, p + cb - lead_c), lead_c if p == 0 else 0)
+               for p in range(0, n_pos, cb)]
+
+    # query blocks: (first query, end, first sub-block, sub-blocks, splits). The blocking
+    # changes no bit (every row keeps its place in the BLAS calls), so it is chosen for load
+    # balance: a whole number of equal tasks per thread in every parallel region.
+    n_thr = numba.get_num_threads()
+    n_tiles = -(-n_pos // TILE)
+    if fused and nsb > n_thr and nsb < n_subs:
+        nsb = nsb // n_thr * n_thr
+    plan = []
+    for sb0 in range(0, n_subs, nsb):
+        ns = min(nsb, n_subs - sb0)
+        qs = int(np.searchsorted(sub_of, sb0))
+        qe = int(np.searchsorted(sub_of, sb0 + ns))
+        n_split = 1
+        if fused and ns % n_thr:  # also split the tiles among threads
+            n_split = max(1, min(n_thr // math.gcd(ns, n_thr), n_tiles,
+                                 max(_STATE_BUDGET, nsb * SUB * row_bytes)
+                                 // (max(1, qe - qs) * row_bytes)))
+        plan.append((qs, qe, sb0, ns, n_split))
+    max_rows = max(p[4] * (p[1] - p[0]) for p in plan)
 
     if excl is None:
         indptr = np.zeros(n_q + 1, dtype=np.int64)
@@ -471,80 +704,96 @@ def _topk_numba(queries, corpus, k, metric, excl, progress, query_block, corpus_
     else:
         indptr, eids = excl
 
-    qbuf = np.empty((qb, d), dtype=np.float32)
+    n_pad_max = nsb * SUB
+    qconv = np.empty((n_pad_max, d), dtype=np.float32)
+    qpad = np.empty((n_pad_max, d), dtype=np.float32)
+    slots = np.empty(n_pad_max, dtype=np.int64)
     need_cbuf = normalize or corpus.dtype != np.float32 or not corpus.flags.c_contiguous
     cbuf = np.empty((cb, d), dtype=np.float32) if need_cbuf else None
+    edge = np.zeros((2, TILE, d), dtype=np.float32)
+    badbuf = np.empty(max(cb, n_pad_max), dtype=np.uint8)
     if fused:
-        # enough thread tasks for every thread even when there are few queries
-        sub = max(1, min(_SUB, -(-min(qb, n_q) // numba.get_num_threads())))
-        tile = max(1, min(_TILE, cb))
-        n_thr = numba.config.NUMBA_NUM_THREADS
-        sbuf = np.empty((n_thr, sub * tile), dtype=np.float32)
+        sbuf = np.empty((numba.config.NUMBA_NUM_THREADS, SUB * TILE), dtype=np.float32)
     else:
-        sbuf = np.empty(qb * cb, dtype=np.float32)
-    keys = np.empty((qb, cap + K.CHUNK), dtype=np.uint64)
-    state = np.empty((qb, 3), dtype=np.int64)
-    thr = np.empty((qb, 1), dtype=np.float32)
-    ok = np.empty(qb, dtype=np.uint8)
+        sbuf = np.empty(n_pad_max * cb, dtype=np.float32)
+    keys = np.empty((max_rows, cap + K.CHUNK), dtype=np.uint64)
+    state = np.empty((max_rows, 3), dtype=np.int64)
+    thr = np.empty((max_rows, 1), dtype=np.float32)
+    ok = np.empty(n_pad_max, dtype=np.uint8)
     z = _GUESS_Z if z is None else float(z)
     n_tot = float(n_d)
     failed = []
     empty_f32 = np.zeros(0, dtype=np.float32)
+    cn_cache = None
 
-    n_qblocks = -(-n_q // qb)
-    n_cblocks = -(-n_d // cb)
-    try:
-        if blas_ctx is not None:
-            blas_ctx.__enter__()
-        with progress_bar(n_qblocks * n_cblocks, desc="top-k", enable=progress,
-                          unit="block") as bar:
-            for qs in range(0, n_q, qb):
-                qe = min(n_q, qs + qb)
-                nb = qe - qs
-                Q = _block_f32(queries, qs, qe, qbuf, normalize)
-                _release(queries, qs, qe)
-                l2 = metric == "l2"
-                qn = _sq_norms(Q) if l2 else empty_f32
-                state[:nb, 0] = 0
-                state[:nb, 1] = indptr[qs:qe]
-                state[:nb, 2] = 0
-                thr[:nb] = -np.inf
-                kq = keys[:nb]
-                for cs in range(0, n_d, cb):
-                    ce = min(n_d, cs + cb)
-                    nc = ce - cs
-                    C = _block_f32(corpus, cs, ce, cbuf, normalize)
-                    cn = _sq_norms(C) if l2 else empty_f32
-                    if fused:
-                        with numba.parallel_chunksize(1):
-                            K.gemm_select(Q, C, cs, kq, state[:nb], thr[:nb], k_sel, indptr,
-                                          eids, qs, n_tot, z, sbuf, sbuf.view(np.uint32), sub,
-                                          tile, l2, qn, cn, select, K.SGEMM)
+    with blas, progress_bar(len(plan) * len(cblocks), desc="top-k", enable=progress,
+                            unit="block") as bar:
+        for bi, (qs, qe, sb0, ns, n_split) in enumerate(plan):
+            nb = qe - qs
+            n_pad = ns * SUB
+            Q = _block_f32(queries, qs, qe, qconv, normalize)
+            if check:
+                _check_finite(Q, "queries", qs, badbuf)
+            loc = prow[qs:qe] - sb0 * SUB
+            qp = qpad[:n_pad]
+            qp.fill(0.0)
+            qp[loc] = Q
+            sl = slots[:n_pad]
+            sl.fill(-1)
+            sl[loc] = np.arange(nb, dtype=np.int64)
+            _release(queries, qs, qe)
+            qn = empty_f32
+            if l2:
+                qn = np.empty(nb, dtype=np.float32)
+                K.sq_norms(Q, qn)
+            rows = n_split * nb
+            st, th, kq = state[:rows], thr[:rows], keys[:rows]
+            st[:, 0] = 0
+            st[:, 1] = np.tile(indptr[qs:qe], n_split)
+            st[:, 2] = 0
+            th[:] = -np.inf
+            for lo, hi, lead in cblocks:
+                nc = hi - lo
+                C = _block_f32(corpus, lo, hi, cbuf, normalize)
+                if check and bi == 0:
+                    _check_finite(C, "corpus", lo, badbuf)
+                cn = empty_f32
+                if l2:
+                    if cn_cache is not None and len(cblocks) == 1:
+                        cn = cn_cache
                     else:
-                        S = sbuf[: nb * nc].reshape(nb, nc)
-                        np.matmul(Q, C.T, out=S)
-                        if l2:
-                            K.l2_from_ip(S, qn, cn)
-                        K.select_block(S, S.view(np.uint32), cs, kq, state[:nb], thr[:nb],
-                                       k_sel, indptr, eids, qs, n_tot, z)
-                    _release(corpus, cs, ce)
-                    bar.update(1)
-                if k_sel == k:
-                    K.finalize(kq, state[:nb], thr[:nb], k_sel, ids_out[qs:qe],
-                               scores_out[qs:qe], ok[:nb])
-                else:  # k > n_docs: finalize into C-contiguous blocks, then pad
-                    bi = np.empty((nb, k_sel), dtype=np.int64)
-                    bs = np.empty((nb, k_sel), dtype=np.float32)
-                    K.finalize(kq, state[:nb], thr[:nb], k_sel, bi, bs, ok[:nb])
-                    ids_out[qs:qe, :k_sel] = bi
-                    scores_out[qs:qe, :k_sel] = bs
-                if select and not ok[:nb].all():
-                    failed.append(qs + np.flatnonzero(ok[:nb] == 0))
-    finally:
-        if blas_ctx is not None:
-            blas_ctx.__exit__(None, None, None)
+                        cn = np.empty(nc, dtype=np.float32)
+                        K.sq_norms(C, cn)
+                        cn_cache = cn
+                _fill_edges(edge, C, lead, nc, TILE)
+                if fused:
+                    with numba.parallel_chunksize(1):
+                        K.gemm_select(qp, sl, C, edge, lead, lo, kq, st, th, k_sel, indptr,
+                                      eids, qs, n_tot, z, n_split, sbuf, sbuf.view(np.uint32),
+                                      SUB, TILE, l2, qn, cn, select, K.SGEMM)
+                else:
+                    width = -(-(lead + nc) // TILE) * TILE
+                    S = sbuf[: n_pad * width].reshape(n_pad, width)
+                    K.gemm_block(qp, C, edge, lead, S, SUB, TILE, K.SGEMM)
+                    if select:
+                        K.select_block(S, S.view(np.uint32), sl, lead, nc, lo, kq, st, th,
+                                       k_sel, indptr, eids, qs, n_tot, z, l2, qn, cn)
+                _release(corpus, lo, hi)
+                bar.update(1)
+            if k_sel == k:
+                K.finalize(kq, st, th, k_sel, n_split, ids_out[qs:qe], scores_out[qs:qe],
+                           ok[:nb])
+            else:  # k > n_docs: finalize into C-contiguous blocks, then pad
+                bi_ = np.empty((nb, k_sel), dtype=np.int64)
+                bs_ = np.empty((nb, k_sel), dtype=np.float32)
+                K.finalize(kq, st, th, k_sel, n_split, bi_, bs_, ok[:nb])
+                ids_out[qs:qe, :k_sel] = bi_
+                scores_out[qs:qe, :k_sel] = bs_
+            if select and not ok[:nb].all():
+                failed.append(qs + np.flatnonzero(ok[:nb] == 0))
     if failed:
-        # rows whose threshold guess was not confirmed: redo them exactly, without guessing
+        # rows whose threshold guess was not confirmed: redo them exactly, without guessing,
+        # each at its own position in the BLAS calls (so with the same scores)
         rows = np.concatenate(failed)
         logger.debug("simans_fast.topk: %d of %d rows recomputed without threshold guessing",
                      rows.size, n_q)
@@ -558,7 +807,8 @@ def _topk_numba(queries, corpus, k, metric, excl, progress, query_block, corpus_
             sub_excl = (sub_ptr, eids[take])
         sub_q = np.asarray(queries[rows])
         i, s = _topk_numba(sub_q, corpus, k, metric, sub_excl, False, query_block,
-                           corpus_block, fused=fused, z=0.0)
+                           corpus_block, fused=fused, z=0.0, corpus_offset=corpus_offset,
+                           qpos=qpos[rows], check=False)
         ids_out[rows] = i
         scores_out[rows] = s
     return ids_out, scores_out
@@ -596,17 +846,26 @@ def _faiss_index(faiss, index, corpus, metric, normalize, cb):
             except RuntimeError as exc:
                 raise ValueError(f"index: faiss could not build {index!r}: {exc}") from None
         buf = np.empty((cb, d), dtype=np.float32)
+        badbuf = np.empty(cb, dtype=np.uint8)
         if not idx.is_trained:
             n_train = min(n_d, _MAX_TRAIN)
             rows = np.sort(np.random.default_rng(0).choice(n_d, size=n_train, replace=False))
-            xt = np.asarray(corpus[rows], dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):
+                xt = np.ascontiguousarray(corpus[rows], dtype=np.float32)
+            if not np.isfinite(xt).all():  # name the first bad row of the whole corpus
+                for cs in range(0, n_d, cb):
+                    ce = min(n_d, cs + cb)
+                    _check_finite(_block_f32(corpus, cs, ce, buf, False), "corpus", cs, badbuf)
+                    _release(corpus, cs, ce)
             if normalize:
                 _normalize_rows_inplace(xt)
             idx.train(np.ascontiguousarray(xt))
             del xt
         for cs in range(0, n_d, cb):
             ce = min(n_d, cs + cb)
-            idx.add(np.ascontiguousarray(_block_f32(corpus, cs, ce, buf, normalize)))
+            blk = np.ascontiguousarray(_block_f32(corpus, cs, ce, buf, normalize))
+            _check_finite(blk, "corpus", cs, badbuf)
+            idx.add(blk)
             _release(corpus, cs, ce)
     else:
         idx = index
@@ -658,11 +917,13 @@ def _topk_faiss(queries, corpus, k, metric, excl, index, progress, query_block, 
         avail = np.minimum(k, n_d - _distinct_per_row(excl, n_q))
         qb = query_block or 4096
         qbuf = np.empty((min(qb, n_q), d), dtype=np.float32)
+        badbuf = np.empty(min(qb, n_q), dtype=np.uint8)
         short = 0
         with progress_bar(n_q, desc="top-k (faiss)", enable=progress, unit="q") as bar:
             for qs in range(0, n_q, qb):
                 qe = min(n_q, qs + qb)
                 Q = np.ascontiguousarray(_block_f32(queries, qs, qe, qbuf, normalize))
+                _check_finite(Q, "queries", qs, badbuf)
                 D, I = idx.search(Q, kf)
                 D = D.astype(np.float32, copy=False)
                 I = I.astype(np.int64, copy=False)
@@ -747,7 +1008,16 @@ def rescore(queries, corpus, ids, *, metric="ip", query_block=None):
     Raises
     ------
     ValueError
-        Shape or dtype mismatch, or ids outside ``[-1, n_docs)``.
+        Shape or dtype mismatch, ids outside ``[-1, n_docs)``, a NaN or infinite value in
+        ``queries`` or in a corpus row named in ``ids`` (the message names the row).
+
+    Notes
+    -----
+    Each score is a float64 sum rounded once to float32, computed the same way for every pair,
+    so it does not depend on the thread count, ``query_block`` or the other ids. It agrees
+    with :func:`topk`'s float32 BLAS score of the same pair to float32 rounding (about
+    ``1e-7`` relative), not bit for bit: a BLAS rounds an element depending on its place in
+    the call, which a single pair cannot reproduce at any reasonable cost.
     """
     from .kernels import topk as K
 
@@ -782,13 +1052,26 @@ def rescore(queries, corpus, ids, *, metric="ip", query_block=None):
         cview = np.asarray(corpus)
     qb = query_block or 4096
     qbuf = np.empty((min(qb, n_q), d), dtype=np.float32)
+    badbuf = np.empty(min(qb, n_q), dtype=np.uint8)
     for qs in range(0, n_q, qb):
         qe = min(n_q, qs + qb)
         Q = np.ascontiguousarray(_block_f32(queries, qs, qe, qbuf, metric == "cosine"))
+        _check_finite(Q, "queries", qs, badbuf)
         if corpus.dtype == np.float16:
             K.rescore_f16(Q, cview, ids[qs:qe], mode, out[qs:qe])
         else:
             K.rescore_dense(Q, cview, ids[qs:qe], mode, out[qs:qe])
         _release(queries, qs, qe)
         _release_all(corpus)
+        # the sums are float64: a non-finite one comes from a non-finite corpus row (the
+        # queries are finite); a finite row whose score overflows float32 stays +-inf
+        blk = ids[qs:qe]
+        odd = ~np.isfinite(out[qs:qe]) & (blk >= 0)
+        if odd.any():
+            docs = np.unique(blk[odd])
+            rows = np.asarray(corpus[docs], dtype=np.float32)
+            bad = docs[~np.isfinite(rows).all(axis=1)]
+            if bad.size:
+                raise ValueError(f"corpus row {int(bad[0])} (named in ids) is not finite (it "
+                                 f"holds NaN or inf): embeddings must be finite numbers")
     return out

@@ -19,6 +19,10 @@ __all__ = [
     "AliasTables",
     "ambiguity_log_weights",
     "build_alias",
+    "check_alias_arrays",
+    "check_candidate_values",
+    "check_candidates",
+    "check_positive_scores",
     "sample",
     "simans_negatives",
 ]
@@ -53,6 +57,8 @@ def check_float_matrix(x, name: str, *, ndim: int = 2) -> np.ndarray:
 
 
 def check_ids(ids, name: str, shape) -> np.ndarray:
+    """``ids`` as an int64 array of ``shape`` (dtype and shape only; see :func:`check_candidates`
+    for the values)."""
     if not isinstance(ids, np.ndarray):
         ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
@@ -68,14 +74,104 @@ def check_ids(ids, name: str, shape) -> np.ndarray:
     return ids
 
 
-def check_positive_scores(pos, n_rows: int, name: str = "positive_scores") -> np.ndarray:
+def _candidate_error(code, row, col, id_value, ids_name, scores_name) -> ValueError:
+    """The error for a rejected candidate (``id_value`` None when there are no ids)."""
+    if code == _k.CAND_ID_BELOW:
+        return ValueError(f"{ids_name} must hold document ids >= 0, or -1 for padding; found "
+                          f"{id_value} at index ({row}, {col})")
+    what = f" (id {id_value})" if id_value is not None else ""
+    return ValueError(f"{scores_name} is +inf at index ({row}, {col}){what}: a candidate's "
+                      f"score must be finite (NaN or -inf marks padding, as does id -1)")
+
+
+def check_candidate_values(ids, scores, *, ids_name: str = "candidate_ids",
+                           scores_name: str = "candidate_scores", parallel: bool = True) -> None:
+    """Reject the values no sampler can take, naming the parameter, row and column.
+
+    Rules (the same for every function of the package that takes candidates):
+
+    * a candidate is **padding** when its id is ``-1`` (whatever its score) or its score is NaN
+      or ``-inf`` (whatever its id); padding is never drawn;
+    * an id below ``-1`` is an error (``ids_name``);
+    * a score of ``+inf`` on a candidate that is not padding is an error (``scores_name``): it
+      has no log-weight. Huge finite scores are valid (their log-weight is clamped to float32's
+      range).
+
+    ``ids`` may be ``None`` (scores only: then every ``+inf`` is an error). ``ids`` must already
+    be int64 and ``scores`` float32/float64 of the same shape (:func:`check_ids`,
+    :func:`check_float_matrix`). One multi-threaded pass, no temporary arrays.
+    """
+    n_q = scores.shape[0]
+    if n_q == 0 or scores.shape[1] == 0:
+        return
+    has_ids = ids is not None
+    kid = ids if has_ids else np.zeros((1, 1), np.int64)
+    n_chunks = (n_q + _CHUNK - 1) // _CHUNK
+    found = np.zeros((n_chunks, 3), np.int64)
+    (_k.candidate_errors_par if parallel else _k.candidate_errors_ser)(kid, scores, has_ids,
+                                                                         _CHUNK, found)
+    hit = np.flatnonzero(found[:, 0])
+    if hit.size:
+        code, row, col = (int(x) for x in found[hit[0]])
+        raise _candidate_error(code, row, col, int(ids[row, col]) if has_ids else None,
+                               ids_name, scores_name)
+
+
+def check_candidates(candidate_ids, candidate_scores, *, ids_name: str = "candidate_ids",
+                     scores_name: str = "candidate_scores", parallel: bool = True):
+    """Validate a pair of candidate matrices: dtypes, shapes and values.
+
+    Returns ``(ids, scores)``: ids as int64 (n_q, k), scores float32/float64 (n_q, k) (float16 is
+    computed in float32). See :func:`check_candidate_values` for the value rules.
+    """
+    scores = check_float_matrix(candidate_scores, scores_name)
+    ids = check_ids(candidate_ids, ids_name, scores.shape)
+    check_candidate_values(ids, scores, ids_name=ids_name, scores_name=scores_name,
+                           parallel=parallel)
+    return ids, scores
+
+
+def _raise_bad_row(flagged, ids, scores, ids_name, scores_name, row_map=None):
+    """A kernel flagged rows (``logw_row`` returned ``BAD_ROW``): find the first entry, raise.
+
+    ``row_map`` maps a flagged row to the row the user knows (table pair -> query)."""
+    r = int(np.flatnonzero(flagged)[0])
+    has_ids = ids is not None
+    kid = ids[r:r + 1] if has_ids else np.zeros((1, 1), np.int64)
+    found = np.zeros((1, 3), np.int64)
+    _k.candidate_errors_ser(kid, scores[r:r + 1], has_ids, _CHUNK, found)
+    code, _, col = (int(x) for x in found[0])
+    row = r if row_map is None else int(row_map[r])
+    raise _candidate_error(code, row, col, int(ids[r, col]) if has_ids else None, ids_name,
+                           scores_name)
+
+
+def check_positive_scores(pos, n_rows: int, name: str = "positive_scores", *,
+                          matrix: bool = False) -> np.ndarray:
+    """Positive scores as float64: shape ``(n_rows,)``, or with ``matrix`` also ``(n_rows, m)``.
+
+    NaN means "positive unknown" (the caller's fallback applies; in a matrix it also pads the
+    rows with fewer than ``m`` positives). ``+inf`` and ``-inf`` are errors: no candidate can be
+    "close to" an infinite score.
+    """
     pos = np.asarray(pos)
     if pos.dtype.kind not in "fiu":
         raise ValueError(f"{name} must be numeric, got dtype {pos.dtype}")
-    if pos.ndim != 1 or pos.shape[0] != n_rows:
+    ok = (pos.ndim == 1 and pos.shape[0] == n_rows) or (
+        matrix and pos.ndim == 2 and pos.shape[0] == n_rows)
+    if not ok:
+        if matrix:
+            raise ValueError(f"{name} must have shape ({n_rows},) (one score per query row) or "
+                             f"({n_rows}, m) (several positives, NaN-padded), got {pos.shape}")
         raise ValueError(f"{name} must have shape ({n_rows},) (one score per query row), "
                          f"got {pos.shape}")
-    return pos.astype(np.float64, copy=False)
+    pos = pos.astype(np.float64, copy=False)
+    inf = np.isinf(pos)
+    if inf.any():
+        where = tuple(int(i) for i in np.argwhere(inf)[0])
+        raise ValueError(f"{name} is {pos[where]} at index {where} ({int(inf.sum())} infinite "
+                         f"value(s)): a positive's score must be finite, or NaN when unknown")
+    return pos
 
 
 def check_param(x, name: str, *, nonneg: bool = False) -> float:
@@ -125,22 +221,95 @@ def check_row_keys(row_keys, n_rows: int) -> np.ndarray:
 
 
 def check_rows(rows, n_rows: int) -> np.ndarray:
+    """Row indices (a scalar or a 1-D integer array; negative ones count from the end) as int64;
+    ``None``: every row."""
     if rows is None:
         return np.arange(n_rows, dtype=np.int64)
     r = np.asarray(rows)
     if r.ndim == 0:
         r = r.reshape(1)
-    if r.dtype.kind not in "iu" and not (r.size == 0):
+    if r.ndim != 1:
+        raise ValueError(f"rows must be a 1-D array of row indices, got shape {r.shape}")
+    if r.size == 0:
+        return np.empty(0, np.int64)
+    if r.dtype.kind not in "iu":
         raise ValueError(f"rows must be integer row indices, got dtype {r.dtype}")
-    r = r.astype(np.int64, copy=False).ravel()
-    if r.size and (r.min() < -n_rows or r.max() >= n_rows):
-        raise ValueError(f"rows must index rows 0..{n_rows - 1}, got values in "
-                         f"[{r.min()}, {r.max()}]")
+    lo, hi = int(r.min()), int(r.max())
+    if lo < -n_rows or hi >= n_rows:
+        raise ValueError(f"rows must index rows 0..{n_rows - 1} (or -{n_rows}..-1), got values "
+                         f"in [{lo}, {hi}]")
+    r = r.astype(np.int64, copy=False)
     return np.where(r < 0, r + n_rows, r)
+
+
+_POSITIVE_CHOICES = ("random", "highest", "lowest")
+
+
+def check_positive_choice(positive_choice: str) -> str:
+    if positive_choice not in _POSITIVE_CHOICES:
+        raise ValueError(f"positive_choice must be one of {list(_POSITIVE_CHOICES)}, "
+                         f"got {positive_choice!r}")
+    return positive_choice
+
+
+def positive_uniforms(seed_u, epoch_u, keys_u) -> np.ndarray:
+    """The uniform that picks the positive of each query key at ``epoch`` (float64)."""
+    out = np.empty(keys_u.shape[0], np.float64)
+    _k.positive_uniforms(seed_u, epoch_u, np.ascontiguousarray(keys_u, np.uint64), out)
+    return out
+
+
+def choose_positive(positive_scores, positive_choice, seed_u, epoch_u, keys_u) -> np.ndarray:
+    """Column of the positive used for every row of a NaN-padded ``(n_q, m)`` matrix, -1 if the
+    row has no known (finite) positive.
+
+    ``"random"``: the ``c``-th known positive (in column order) with
+    ``c = floor(u * count)``, ``u`` the row's uniform from :func:`positive_uniforms`;
+    ``"highest"`` / ``"lowest"``: by score, the first column on ties. This is the choice
+    :meth:`SimANSSampler.positive_index` reports.
+    """
+    n_q, m = positive_scores.shape
+    col = np.full(n_q, -1, np.int64)
+    if m == 0 or n_q == 0:
+        return col
+    known = ~np.isnan(positive_scores)
+    count = known.sum(axis=1)
+    if positive_choice == "random":
+        c = np.zeros(n_q, np.int64)
+        multi = count > 1
+        if multi.any():
+            u = positive_uniforms(seed_u, epoch_u, keys_u[multi])
+            c[multi] = np.minimum((u * count[multi]).astype(np.int64), count[multi] - 1)
+        order = np.argsort(~known, axis=1, kind="stable")
+        col = order[np.arange(n_q), c].astype(np.int64)
+    else:
+        fill = -np.inf if positive_choice == "highest" else np.inf
+        filled = np.where(known, positive_scores, fill)
+        col = (np.argmax(filled, axis=1) if positive_choice == "highest"
+               else np.argmin(filled, axis=1)).astype(np.int64)
+    col[count == 0] = -1
+    return col
 
 
 def _as_2d_scores(scores, name="candidate_scores"):
     return check_float_matrix(scores, name, ndim=2)
+
+
+def _log_weights(scores, pos, a, b, kcode, ids, parallel, *, scores_name, ids_name,
+                 row_map=None):
+    """Log-weights (float32) and valid counts; raises for rows the kernel rejects."""
+    n_q, k = scores.shape
+    out = np.empty((n_q, k), np.float32)
+    nvalid = np.empty(n_q, np.int32)
+    if n_q == 0:
+        return out, nvalid
+    has_ids = ids is not None
+    kid = ids if has_ids else np.zeros((1, k), np.int64)
+    fn = _k.logw_par if parallel else _k.logw_ser
+    fn(scores, pos, a, b, kcode, kid, has_ids, _k.MISSING_UNIFORM, out, nvalid, _CHUNK)
+    if nvalid.min() < 0:
+        _raise_bad_row(nvalid < 0, ids, scores, ids_name, scores_name, row_map)
+    return out, nvalid
 
 
 # ------------------------------------------------------------------------------------------
@@ -159,10 +328,13 @@ def ambiguity_log_weights(scores, positive_scores, *, a: float = 0.5, b: float =
     Parameters
     ----------
     scores : array of shape (n_q, k), float32 or float64
-        Candidate scores; NaN or -inf marks an invalid (padding) candidate. Any memory order,
-        read-only arrays and memory maps are used without a copy.
+        Candidate scores; NaN or -inf marks an invalid (padding) candidate. ``+inf`` is an error
+        (``ValueError`` naming ``scores``) unless ``candidate_ids`` marks that candidate as
+        padding (-1). Huge finite scores are valid (log-weight clamped to float32's range).
+        Any memory order, read-only arrays and memory maps are used without a copy.
     positive_scores : array of shape (n_q,)
-        Score of each query's positive.
+        Score of each query's positive. NaN means unknown (see ``missing_positive``);
+        ``+inf`` / ``-inf`` are errors (``ValueError`` naming ``positive_scores``).
     a : float, default 0.5
         Sharpness (>= 0). ``a = 0`` gives uniform weights over the valid candidates.
     b : float, default 0.0
@@ -170,17 +342,18 @@ def ambiguity_log_weights(scores, positive_scores, *, a: float = 0.5, b: float =
     kernel : {"gaussian", "laplace"}
         ``laplace`` with ``a = 3`` is the kernel of the paper's MS MARCO passage run.
     missing_positive : {"raise", "uniform"}
-        What a non-finite positive score (positive unknown) means: an error, or uniform
-        log-weights (0) over the row's valid candidates.
+        What a NaN positive score (positive unknown) means: an error, or uniform log-weights
+        (0) over the row's valid candidates.
     candidate_ids : array of shape (n_q, k), optional
-        When given, columns whose id is negative (-1 padding) are invalid too.
+        When given, columns whose id is -1 (padding) are invalid too; ids below -1 are an error.
     parallel : bool, default True
         Use the multi-threaded kernel (set False inside forked worker processes).
 
     Returns
     -------
     ndarray of shape (n_q, k), float32
-        Log-weights, ``-inf`` where a candidate is invalid.
+        Log-weights, ``-inf`` where a candidate is invalid. ``n_q = 0`` or ``k = 0`` give an
+        empty array of that shape.
     """
     scores = _as_2d_scores(scores, "scores")
     n_q, k = scores.shape
@@ -190,24 +363,67 @@ def ambiguity_log_weights(scores, positive_scores, *, a: float = 0.5, b: float =
     kcode = check_kernel(kernel)
     if missing_positive not in ("raise", "uniform"):
         raise ValueError(f"missing_positive must be 'raise' or 'uniform', got {missing_positive!r}")
-    bad = ~np.isfinite(pos)
+    bad = np.isnan(pos)
     if missing_positive == "raise" and bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"positive_scores has {int(bad.sum())} non-finite value(s) (first at row "
-                         f"{first}); pass missing_positive='uniform' or fix the scores")
+        raise ValueError(f"positive_scores has {int(bad.sum())} unknown (NaN) value(s) (first at "
+                         f"row {first}); pass missing_positive='uniform' or fix the scores")
+    ids = None
     if candidate_ids is not None:
         ids = check_ids(candidate_ids, "candidate_ids", (n_q, k))
-        has_ids = True
-    else:
-        ids = np.zeros((1, k), np.int64)
-        has_ids = False
-    out = np.empty((n_q, k), np.float32)
-    nvalid = np.empty(n_q, np.int32)
-    if n_q == 0:
-        return out
-    fn = _k.logw_par if parallel else _k.logw_ser
-    fn(scores, pos, a, b, kcode, ids, has_ids, _k.MISSING_UNIFORM, out, nvalid, _CHUNK)
+    out, _ = _log_weights(scores, pos, a, b, kcode, ids, parallel, scores_name="scores",
+                          ids_name="candidate_ids")
     return out
+
+
+_TABLE_NAMES = {"packed": "packed", "n_valid": "n_valid", "logw": "logw", "peak": "peak"}
+_TABLE_PROBLEMS = {
+    _k.TAB_LOGW_NAN: ("logw", "is NaN (use -inf for an invalid candidate)"),
+    _k.TAB_LOGW_POSINF: ("logw", "is +inf (log-weights must be finite or -inf)"),
+    _k.TAB_NVALID: ("n_valid", "differs from the number of finite log-weights of the row"),
+    _k.TAB_PEAK: ("peak", "is outside [0, 1]"),
+    _k.TAB_ALIAS_RANGE: ("packed", "holds an alias outside 0..k-1"),
+    _k.TAB_PROB: ("packed", "holds a keep-probability outside [0, 1]"),
+    _k.TAB_INVALID_DRAWN: ("packed", "would draw an invalid (-inf log-weight) column"),
+}
+
+
+def check_alias_arrays(packed, n_valid, logw, peak, *, names=None, parallel: bool = True):
+    """Check that alias-table arrays are safe to draw from: dtypes, shapes, memory order, and
+    every value a draw relies on (aliases in range, probabilities in [0, 1], no invalid column
+    drawable, ``n_valid`` and ``peak`` consistent with ``logw``). Raises ``ValueError`` naming
+    the array (``names`` maps ``packed``/``n_valid``/``logw``/``peak`` to the names to use,
+    e.g. file names). One multi-threaded pass over the tables."""
+    nm = dict(_TABLE_NAMES, **(names or {}))
+    want = {"packed": (packed, np.int32, 3), "n_valid": (n_valid, np.int32, 1),
+            "logw": (logw, np.float32, 2), "peak": (peak, np.float32, 1)}
+    for key, (arr, dt, nd) in want.items():
+        if not isinstance(arr, np.ndarray):
+            raise ValueError(f"{nm[key]} must be a numpy array, got {type(arr).__name__}")
+        if arr.dtype != dt:
+            raise ValueError(f"{nm[key]} must have dtype {np.dtype(dt)}, got {arr.dtype}")
+        if arr.ndim != nd:
+            raise ValueError(f"{nm[key]} must be {nd}-dimensional, got shape {arr.shape}")
+    n_q, k = logw.shape
+    for key, arr, shp in (("packed", packed, (n_q, k, 2)), ("n_valid", n_valid, (n_q,)),
+                          ("peak", peak, (n_q,))):
+        if arr.shape != shp:
+            raise ValueError(f"{nm[key]} must have shape {shp} (from logw's {logw.shape}), got "
+                             f"{arr.shape}")
+    if not packed.flags.c_contiguous:
+        raise ValueError(f"{nm['packed']} must be C-contiguous")
+    if n_q == 0:
+        return
+    n_chunks = (n_q + _CHUNK - 1) // _CHUNK
+    found = np.zeros((n_chunks, 3), np.int64)
+    (_k.check_tables_par if parallel else _k.check_tables_ser)(packed, n_valid, peak, logw,
+                                                                 _CHUNK, found)
+    hit = np.flatnonzero(found[:, 0])
+    if hit.size:
+        code, row, col = (int(x) for x in found[hit[0]])
+        key, what = _TABLE_PROBLEMS[code]
+        at = f"row {row}" + (f", column {col}" if col >= 0 else "")
+        raise ValueError(f"{nm[key]} at {at} {what}: these are not valid alias tables")
 
 
 @dataclass(frozen=True)
@@ -218,9 +434,14 @@ class AliasTables:
     ((n_q, k, 2) int32: alias, then the float32 bits of the probability), so one draw reads one
     cache line; ``prob`` and ``alias`` are strided views into it.
 
+    Tables from :func:`build_alias` are valid by construction. Constructing ``AliasTables``
+    directly (or through :meth:`from_arrays`) checks every array first
+    (:func:`check_alias_arrays`): tables that could make a draw read out of bounds or return an
+    invalid column are a ``ValueError``, never a crash.
+
     Attributes
     ----------
-    packed : ndarray (n_q, k, 2) int32
+    packed : ndarray (n_q, k, 2) int32, C-contiguous
     n_valid : ndarray (n_q,) int32
         Number of valid (finite log-weight) candidates per row.
     logw : ndarray (n_q, k) float32
@@ -239,6 +460,18 @@ class AliasTables:
     logw: np.ndarray
     peak: np.ndarray
 
+    def __post_init__(self):
+        check_alias_arrays(self.packed, self.n_valid, self.logw, self.peak)
+
+    @classmethod
+    def _unchecked(cls, packed, n_valid, logw, peak) -> "AliasTables":
+        """Tables this package built or has already checked (no second pass)."""
+        obj = object.__new__(cls)
+        for name, value in (("packed", packed), ("n_valid", n_valid), ("logw", logw),
+                            ("peak", peak)):
+            object.__setattr__(obj, name, value)
+        return obj
+
     @property
     def prob(self) -> np.ndarray:
         return self.packed.view(np.float32)[:, :, 1]
@@ -253,9 +486,25 @@ class AliasTables:
 
     @classmethod
     def from_arrays(cls, prob, alias, n_valid, logw) -> "AliasTables":
-        """Tables from separate ``prob`` (float32) and ``alias`` (int32) arrays."""
+        """Tables from separate ``prob`` (float32) and ``alias`` (int32) arrays (checked)."""
+        logw = check_float_matrix(logw, "logw")
+        shape = logw.shape
+        prob = check_float_matrix(prob, "prob")
+        alias = np.asarray(alias)
+        n_valid = np.asarray(n_valid)
+        if alias.dtype.kind not in "iu":
+            raise ValueError(f"alias must be an integer array, got dtype {alias.dtype}")
+        if n_valid.dtype.kind not in "iu":
+            raise ValueError(f"n_valid must be an integer array, got dtype {n_valid.dtype}")
+        for name, arr, shp in (("prob", prob, shape), ("alias", alias, shape),
+                               ("n_valid", n_valid, shape[:1])):
+            if arr.shape != shp:
+                raise ValueError(f"{name} must have shape {shp} (from logw's {shape}), got "
+                                 f"{arr.shape}")
+        for name, arr in (("alias", alias), ("n_valid", n_valid)):
+            if arr.size and (arr.min() < 0 or arr.max() > max(shape[1], 0)):
+                raise ValueError(f"{name} holds values outside 0..{shape[1]}")
         prob = np.asarray(prob, np.float32)
-        alias = np.asarray(alias, np.int32)
         logw = np.asarray(logw, np.float32)
         packed = np.empty(prob.shape + (2,), np.int32)
         packed[:, :, 0] = alias
@@ -265,7 +514,7 @@ class AliasTables:
             w = np.exp(logw.astype(np.float64) - np.where(np.isfinite(m), m, 0.0))
             tot = w.sum(axis=1)
         peak = np.where(tot > 0, 1.0 / np.where(tot > 0, tot, 1.0), 0.0).astype(np.float32)
-        return cls(packed, np.asarray(n_valid, np.int32), logw, peak)
+        return cls(packed, n_valid.astype(np.int32), logw, peak)
 
     def weights(self) -> np.ndarray:
         """Normalised weights the tables encode, (n_q, k) float64 (for checks and debugging)."""
@@ -279,7 +528,9 @@ def build_alias(logw, *, parallel: bool = True) -> AliasTables:
     ----------
     logw : array of shape (n_q, k)
         Log-weights (float32 or float64; float64 is rounded to float32), ``-inf`` for invalid
-        candidates. Rows are shifted by their maximum before exponentiation, so any scale works.
+        candidates; NaN and ``+inf`` are errors. Rows are shifted by their maximum before
+        exponentiation, so any scale works. ``n_q = 0`` or ``k = 0`` give empty tables (every
+        draw from them is -1).
     parallel : bool, default True
         Use the multi-threaded kernel.
 
@@ -300,7 +551,7 @@ def build_alias(logw, *, parallel: bool = True) -> AliasTables:
     peak = np.zeros(n_q, np.float32)
     if n_q and k:
         (_k.build_par if parallel else _k.build_ser)(logw, packed, nvalid, peak, _CHUNK)
-    return AliasTables(packed, nvalid, logw, peak)
+    return AliasTables._unchecked(packed, nvalid, logw, peak)
 
 
 def _has_nan_chunked(x, step=1 << 16):
@@ -312,7 +563,11 @@ def _has_nan_chunked(x, step=1 << 16):
 
 def sample(tables, n: int, *, replace: bool = False, seed: int = 0, epoch: int = 0, rows=None,
            row_keys=None, max_reject: int | None = None, parallel: bool = True) -> np.ndarray:
-    """Draw ``n`` columns per row, exactly, from alias tables (or from log-weights).
+    """Draw ``n`` **column indices** per row, exactly, from alias tables (or from log-weights).
+
+    This returns positions into each candidate row, not document ids: map them with
+    ``candidate_ids[row, col]`` (``SimANSSampler.sample`` returns document ids,
+    ``SimANSSampler.sample_columns`` columns).
 
     Without replacement this is successive sampling: the ordered sample has exactly the
     distribution of ``numpy.random.Generator.choice(k, n, replace=False, p=w / w.sum())``.
@@ -324,13 +579,13 @@ def sample(tables, n: int, *, replace: bool = False, seed: int = 0, epoch: int =
     tables : AliasTables or array of shape (n_q, k)
         Tables from :func:`build_alias`, or log-weights (then ``build_alias`` is called first).
     n : int
-        Draws per row.
+        Draws per row (>= 1; ``n > k`` is fine: the row is padded).
     replace : bool, default False
         ``True`` draws independently from the alias tables.
     seed, epoch : int
-        Non-negative integers (taken modulo 2**64) keying the counter-based generator.
+        Integers (negative ones taken modulo 2**64) keying the counter-based generator.
     rows : array of int, optional
-        Rows to draw for (default: all), in the order wanted.
+        Rows to draw for (default: all), in the order wanted; an empty list gives ``(0, n)``.
     row_keys : array of shape (n_q,), optional
         Global key of every table row (default: the row index). A process that holds a shard of
         the queries passes their global keys to reproduce the single-process draws.
@@ -343,7 +598,8 @@ def sample(tables, n: int, *, replace: bool = False, seed: int = 0, epoch: int =
     -------
     ndarray of shape (len(rows), n), int64
         Column indices into each candidate row; ``-1`` pads rows with fewer than ``n`` valid
-        candidates (without replacement) or with none (with replacement).
+        candidates (without replacement) or with none (with replacement); all ``-1`` when
+        ``k = 0``.
     """
     if not isinstance(tables, AliasTables):
         tables = build_alias(tables, parallel=parallel)
@@ -375,27 +631,35 @@ def sample_table_rows(tables: AliasTables, n, table_rows, keys, replace, seed_u,
 def simans_negatives(candidate_ids, candidate_scores, positive_scores, n: int, *, a: float = 0.5,
                      b: float = 0.0, kernel: str = "gaussian", seed: int = 0, epoch: int = 0,
                      fallback: str = "lowest", replace: bool = False, row_keys=None,
-                     max_reject: int | None = None, parallel: bool = True) -> np.ndarray:
-    """SimANS negatives in one pass: weights, tables and draws fused per row.
+                     max_reject: int | None = None, positive_choice: str = "random",
+                     parallel: bool = True) -> np.ndarray:
+    """SimANS negatives (document ids) in one pass: weights, cumulative weights, draws fused
+    per row.
 
     Nothing of size ``n_q × k`` is allocated besides the output. Draws use the inverse CDF of
     each row (no table is kept), so for the same seed the ids differ from
-    ``SimANSSampler(...).sample(epoch)``, which draws from alias tables; both are exact
+    ``SimANSSampler(...).sample(epoch=e)``, which draws from alias tables; both are exact
     successive sampling from the same distribution and both are pure functions of
     ``(seed, epoch, row key)``. Use :class:`SimANSSampler` when you re-draw every epoch.
 
     Parameters
     ----------
     candidate_ids : int array of shape (n_q, k)
-        Document ids of the retrieved candidates (positives removed), ``-1`` for padding.
+        Document ids of the retrieved candidates (positives removed), ``-1`` for padding. Ids
+        below -1 are an error (``ValueError`` naming ``candidate_ids``).
     candidate_scores : float array of shape (n_q, k)
-        Their scores (float32 or float64; NaN or -inf also marks padding).
+        Their scores (float32 or float64). NaN or -inf marks padding whatever the id (and id -1
+        marks padding whatever the score). ``+inf`` on a candidate that is not padding is an
+        error (``ValueError`` naming ``candidate_scores``).
     positive_scores : array of shape (n_q,), or (n_q, m) NaN-padded
         Score of each query's positive. NaN means the positive's score is unknown (not
-        retrieved). With several positives per query, one is chosen per query and epoch (see
-        :class:`simans_fast.SimANSSampler`).
+        retrieved): ``fallback`` applies. ``+inf`` / ``-inf`` are errors (``ValueError`` naming
+        ``positive_scores``). With several positives per query one is chosen per query and
+        epoch by ``positive_choice``, exactly as :meth:`SimANSSampler.positive_index` reports,
+        and the row is then drawn as if that score had been passed in a 1-D vector (same ids).
+        A row of NaN, or ``m = 0``, is an unknown positive.
     n : int
-        Negatives per query.
+        Negatives per query (>= 1; rows with fewer valid candidates are padded with -1).
     a, b, kernel
         See :func:`ambiguity_log_weights`.
     seed, epoch : int
@@ -406,45 +670,53 @@ def simans_negatives(candidate_ids, candidate_scores, positive_scores, n: int, *
     replace : bool, default False
     row_keys : array of shape (n_q,), optional
         Global query keys (see :func:`sample`).
+    max_reject : int, optional
+        Duplicates tolerated per row before the exact finish (tuning only; results stay exact).
+    positive_choice : {"random", "highest", "lowest"}, default "random"
+        With several positives: see :class:`SimANSSampler`.
     parallel : bool, default True
 
     Returns
     -------
     ndarray of shape (n_q, n), int64
-        Document ids in draw order, ``-1`` padded.
+        Document ids in draw order, ``-1`` padded (all ``-1`` when ``k = 0``; shape ``(0, n)``
+        when ``n_q = 0``).
     """
     scores = _as_2d_scores(candidate_scores)
     n_q, k = scores.shape
-    pos_arr = np.asarray(positive_scores)
-    if pos_arr.ndim == 2:
-        from .sampler import SimANSSampler
-
-        return SimANSSampler(candidate_ids, scores, pos_arr, n=n, a=a, b=b, kernel=kernel,
-                             seed=seed, fallback=fallback, row_keys=row_keys,
-                             parallel=parallel).sample(epoch=epoch, replace=replace)
     ids = check_ids(candidate_ids, "candidate_ids", (n_q, k))
-    pos = check_positive_scores(pos_arr, n_q)
+    pos = check_positive_scores(positive_scores, n_q, matrix=True)
     n = check_n(n)
     a = check_param(a, "a", nonneg=True)
     b = check_param(b, "b")
     kcode = check_kernel(kernel)
     fallback = check_fallback(fallback)
+    positive_choice = check_positive_choice(positive_choice)
     keys = check_row_keys(row_keys, n_q)
     seed_u = to_u64(seed, "seed")
     epoch_u = to_u64(epoch, "epoch")
-    if fallback == "raise":
-        bad = ~np.isfinite(pos)
-        if bad.any():
-            raise ValueError(f"positive_scores has {int(bad.sum())} unknown (non-finite) value(s), "
-                             f"first at row {int(np.flatnonzero(bad)[0])}, and fallback='raise'")
     mr = default_max_reject(n) if max_reject is None else check_n(max_reject, "max_reject")
+    if pos.ndim == 2:
+        col = choose_positive(pos, positive_choice, seed_u, epoch_u, keys)
+        chosen = np.full(n_q, np.nan)
+        has = col >= 0
+        chosen[has] = pos[np.flatnonzero(has), col[has]]
+        pos = chosen
+    if fallback == "raise":
+        bad = np.isnan(pos)
+        if bad.any():
+            raise ValueError(f"positive_scores has {int(bad.sum())} unknown (NaN) value(s), "
+                             f"first at row {int(np.flatnonzero(bad)[0])}, and fallback='raise'")
     out = np.empty((n_q, n), np.int64)
     if n_q == 0:
         return out
     if k == 0:
         out[:] = -1
         return out
+    status = np.zeros(n_q, np.int8)
     fn = _k.fused_par if parallel else _k.fused_ser
     fn(ids, scores, pos, a, b, kcode, _k.MISSING_UNIFORM, fallback == "lowest", keys, n, seed_u,
-       epoch_u, bool(replace), mr, out, _CHUNK)
+       epoch_u, bool(replace), mr, out, status, _CHUNK)
+    if status.any():
+        _raise_bad_row(status, ids, scores, "candidate_ids", "candidate_scores")
     return out

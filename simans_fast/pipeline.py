@@ -196,10 +196,17 @@ def _check_k(k, n_docs):
         raise ValueError(f"k={k} is larger than the corpus ({n_docs} documents): lower k")
 
 
-def _mine_block(queries, corpus, indptr, ids, pos, *, k, metric, backend, index, topk, rescore):
-    """Candidates and positive scores of one block of queries (CSR already sliced)."""
+def _mine_block(queries, corpus, indptr, ids, pos, *, k, metric, backend, index, topk, rescore,
+                query_offset=0):
+    """Candidates and positive scores of one block of queries (CSR already sliced).
+
+    ``query_offset`` is the block's first row in the whole query set: the exact backend places
+    every query at the same position of its fixed-shape BLAS call whatever the chunking, so the
+    scores are bit-identical for any chunk size.
+    """
     cands = topk(
-        queries, corpus, k, metric=metric, exclude=(indptr, ids), backend=backend, index=index
+        queries, corpus, k, metric=metric, exclude=(indptr, ids), backend=backend, index=index,
+        query_offset=query_offset,
     )
     cids = np.ascontiguousarray(cands.ids, dtype=np.int64)
     cscores = np.ascontiguousarray(cands.scores, dtype=np.float32)
@@ -274,7 +281,7 @@ def mine_candidates(
             sub_ids = ids[indptr[lo] : indptr[hi]]
             c_i, c_s, p_s = _mine_block(
                 queries[lo:hi], corpus, sub_ptr, sub_ids, pos[lo:hi], k=k, metric=metric,
-                backend=backend, index=index, topk=topk, rescore=rescore,
+                backend=backend, index=index, topk=topk, rescore=rescore, query_offset=lo,
             )
             cids[lo:hi] = c_i
             cscores[lo:hi] = c_s

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -10,17 +13,31 @@ import tempfile
 import numpy as np
 
 from . import core as _core
-from ._numba import jit
-from .kernels import rng as _krng
 from .kernels import sampling as _k
 from .rng import to_u64
 
-__all__ = ["SimANSSampler"]
+__all__ = ["SimANSSampler", "SamplerFileError"]
 
 FORMAT_NAME = "simans_fast.sampler"
-FORMAT_VERSION = 1
-_POS_DOMAIN = 0x504F534954495645  # "POSITIVE": separates the positive-choice stream
-_POSITIVE_CHOICES = ("random", "highest", "lowest")
+FORMAT_VERSION = 2  # 2: meta.json records every array's dtype, shape and sha256
+_READABLE_VERSIONS = (1, 2)  # 1: no digests; its tables are rebuilt and compared on load
+_POS_DOMAIN = _k.POS_DOMAIN  # "POSITIVE": separates the positive-choice stream
+_POSITIVE_CHOICES = _core._POSITIVE_CHOICES
+_ARRAYS = ("candidate_ids", "candidate_scores", "positive_scores", "row_keys", "logw",
+           "alias_packed", "n_valid", "peak")
+
+
+class SamplerFileError(ValueError):
+    """A saved sampler directory that cannot be loaded (missing, truncated, edited or foreign
+    file); the message names the file."""
+
+
+def _keyword_only(method: str, args) -> TypeError:
+    shown = ", ".join(repr(a) if not isinstance(a, np.ndarray) else "array(...)" for a in args)
+    eg = "3" if len(args) != 1 or not isinstance(args[0], numbers.Integral) else repr(args[0])
+    return TypeError(f"SimANSSampler.{method}() takes keyword arguments only, got positional "
+                     f"{shown}: write {method}(epoch={eg}) for epoch {eg}, or "
+                     f"{method}(rows=[...], epoch={eg}) for some queries")
 
 
 class SimANSSampler:
@@ -32,14 +49,18 @@ class SimANSSampler:
     Parameters
     ----------
     candidate_ids : int array (n_q, k)
-        Candidate document ids per query (positives removed), ``-1`` for padding.
+        Candidate document ids per query (positives removed), ``-1`` for padding; ids below -1
+        are an error (``ValueError`` naming ``candidate_ids``).
     candidate_scores : float array (n_q, k)
-        Candidate scores (float32/float64; NaN or -inf marks padding). Kept by reference.
+        Candidate scores (float32/float64), kept by reference. NaN or -inf marks padding
+        whatever the id (id -1 marks padding whatever the score); ``+inf`` on a candidate that
+        is not padding is an error (``ValueError`` naming ``candidate_scores``).
     positive_scores : array (n_q,) or (n_q, m)
         Score of each query's positive; with several positives, a NaN-padded matrix. NaN (or a
-        row of NaN) means the positive's score is unknown and ``fallback`` applies.
+        row of NaN, or ``m = 0``) means the positive's score is unknown and ``fallback``
+        applies; ``+inf`` / ``-inf`` are errors (``ValueError`` naming ``positive_scores``).
     n : int, default 15
-        Negatives per query.
+        Negatives per query (>= 1; rows with fewer valid candidates are padded with -1).
     a, b, kernel
         See :func:`simans_fast.ambiguity_log_weights` (the paper's sign for ``b``).
     seed : int, default 0
@@ -50,9 +71,14 @@ class SimANSSampler:
     positive_choice : {"random", "highest", "lowest"}, default "random"
         With several positives: one drawn uniformly per (query, epoch) from the seeded stream
         (the MS MARCO recipe of the paper's code), or always the highest- / lowest-scored one.
-        ``random`` builds one table per (query, positive) pair.
+        ``random`` builds one table per (query, positive) pair. ``simans_fast.simans_negatives``
+        makes the same choice.
     parallel : bool, default True
         Multi-threaded kernels (set False inside forked DataLoader workers).
+
+    ``n_q = 0`` and ``k = 0`` are valid: every draw is then an empty or all ``-1`` array.
+    :meth:`sample` returns document ids, :meth:`sample_columns` column indices into the
+    candidate rows (like :func:`simans_fast.sample`).
     """
 
     def __init__(self, candidate_ids, candidate_scores, positive_scores, n: int = 15, *,
@@ -62,27 +88,18 @@ class SimANSSampler:
         scores = _core.check_float_matrix(candidate_scores, "candidate_scores")
         n_q, k = scores.shape
         ids = _core.check_ids(candidate_ids, "candidate_ids", (n_q, k))
-        pos = np.asarray(positive_scores)
-        if pos.dtype.kind not in "fiu":
-            raise ValueError(f"positive_scores must be numeric, got dtype {pos.dtype}")
+        pos = _core.check_positive_scores(positive_scores, n_q, matrix=True)
         if pos.ndim == 1:
             pos = pos.reshape(-1, 1)
-        if pos.ndim != 2 or pos.shape[0] != n_q or pos.shape[1] < 1:
-            raise ValueError(f"positive_scores must have shape ({n_q},) or ({n_q}, m), "
-                             f"got {np.asarray(positive_scores).shape}")
-        pos = pos.astype(np.float64, copy=False)
         self.n = _core.check_n(n)
         self.a = _core.check_param(a, "a", nonneg=True)
         self.b = _core.check_param(b, "b")
-        _core.check_kernel(kernel)
+        kcode = _core.check_kernel(kernel)
         self.kernel = kernel
-        self.seed = int(seed)
         self._seed_u = to_u64(seed, "seed")
+        self.seed = int(seed)
         self.fallback = _core.check_fallback(fallback)
-        if positive_choice not in _POSITIVE_CHOICES:
-            raise ValueError(f"positive_choice must be one of {list(_POSITIVE_CHOICES)}, "
-                             f"got {positive_choice!r}")
-        self.positive_choice = positive_choice
+        self.positive_choice = _core.check_positive_choice(positive_choice)
         self.parallel = bool(parallel)
         self.candidate_ids = ids
         self.candidate_scores = scores
@@ -90,49 +107,51 @@ class SimANSSampler:
         self._keys = _core.check_row_keys(row_keys, n_q)
         self.row_keys = self._keys.view(np.int64)
 
-        finite = np.isfinite(pos)
-        n_pos = finite.sum(axis=1)
+        m = pos.shape[1]
+        known = ~np.isnan(pos)
+        n_pos = known.sum(axis=1)
         if self.fallback == "raise" and (n_pos == 0).any():
             bad = np.flatnonzero(n_pos == 0)
-            raise ValueError(f"positive_scores is unknown (non-finite) for {bad.size} query row(s), "
+            raise ValueError(f"positive_scores is unknown (NaN) for {bad.size} query row(s), "
                              f"first {int(bad[0])}, and fallback='raise'")
-        # pair layout: table row for (query q, its c-th finite positive)
-        if positive_choice == "random" and pos.shape[1] > 1:
+        # pair layout: table row for (query q, its c-th known positive)
+        if positive_choice == "random" and m > 1:
             counts = np.maximum(n_pos, 1)
             indptr = np.zeros(n_q + 1, np.int64)
             np.cumsum(counts, out=indptr[1:])
             pair_query = np.repeat(np.arange(n_q, dtype=np.int64), counts)
-            # column of the c-th finite positive of each query (NaN column 0 for rows with none)
-            order = np.argsort(~finite, axis=1, kind="stable")
+            # column of the c-th known positive of each query (NaN column 0 for rows with none)
+            order = np.argsort(~known, axis=1, kind="stable")
             within = np.arange(pair_query.size, dtype=np.int64) - indptr[pair_query]
             pair_col = order[pair_query, within]
         else:
             indptr = np.arange(n_q + 1, dtype=np.int64)
             pair_query = np.arange(n_q, dtype=np.int64)
-            if pos.shape[1] == 1:
+            if m <= 1:
                 pair_col = np.zeros(n_q, np.int64)
             else:
-                with np.errstate(invalid="ignore"):
-                    filled = np.where(finite, pos, -np.inf if positive_choice == "highest"
-                                      else np.inf)
+                filled = np.where(known, pos, -np.inf if positive_choice == "highest"
+                                  else np.inf)
                 pair_col = (np.argmax(filled, axis=1) if positive_choice == "highest"
                             else np.argmin(filled, axis=1)).astype(np.int64)
         self._indptr = indptr
         self._pair_query = pair_query
         self._pair_col = pair_col
-        pair_pos = pos[pair_query, pair_col]
-        self._pair_fallback = ~np.isfinite(pair_pos)
+        pair_pos = pos[pair_query, pair_col] if m else np.full(n_q, np.nan)
+        self._pair_fallback = np.isnan(pair_pos)
 
         if _tables is not None:
+            if _tables.shape != (pair_query.size, k):
+                raise ValueError(f"tables have shape {_tables.shape}, this candidate set and its "
+                                 f"positives need ({pair_query.size}, {k})")
             self.tables = _tables
         else:
-            if pair_query.size == n_q and np.array_equal(pair_query, np.arange(n_q)):
-                sc, pid = scores, ids
-            else:
-                sc, pid = scores[pair_query], ids[pair_query]
-            logw = _core.ambiguity_log_weights(sc, pair_pos, a=self.a, b=self.b, kernel=kernel,
-                                               missing_positive="uniform", candidate_ids=pid,
-                                               parallel=self.parallel)
+            same = pair_query.size == n_q  # one table row per query (pair_query = 0..n_q-1)
+            sc, pid = (scores, ids) if same else (scores[pair_query], ids[pair_query])
+            logw, _ = _core._log_weights(sc, pair_pos, self.a, self.b, kcode, pid,
+                                         self.parallel, scores_name="candidate_scores",
+                                         ids_name="candidate_ids",
+                                         row_map=None if same else pair_query)
             self.tables = _core.build_alias(logw, parallel=self.parallel)
         self._fb_rows = (np.flatnonzero(self._pair_fallback) if self.fallback == "lowest"
                          else np.empty(0, np.int64))
@@ -165,29 +184,36 @@ class SimANSSampler:
         pairs = self._indptr[rows].copy()
         multi = counts > 1
         if multi.any():
-            keys = self._keys[rows[multi]]
-            u = _positive_uniforms(self._seed_u, epoch_u, np.ascontiguousarray(keys))
+            u = _core.positive_uniforms(self._seed_u, epoch_u, self._keys[rows[multi]])
             pairs[multi] += np.minimum((u * counts[multi]).astype(np.int64), counts[multi] - 1)
         return pairs
 
-    def positive_index(self, rows=None, epoch: int = 0) -> np.ndarray:
-        """Column (into ``positive_scores``' second axis) of the positive used, -1 if unknown."""
+    def positive_index(self, *args, rows=None, epoch: int = 0) -> np.ndarray:
+        """Column (into ``positive_scores``' second axis) of the positive used for each query in
+        ``rows`` (default: all) at ``epoch``; -1 where it is unknown. Keyword arguments only."""
+        if args:
+            raise _keyword_only("positive_index", args)
         rows = _core.check_rows(rows, self.n_queries)
         pairs = self._pairs(rows, to_u64(epoch, "epoch"))
         col = self._pair_col[pairs].copy()
         col[self._pair_fallback[pairs]] = -1
         return col
 
-    def sample_columns(self, rows=None, epoch: int = 0, *, replace: bool = False,
+    def sample_columns(self, *args, rows=None, epoch: int = 0, replace: bool = False,
+                       max_reject: int | None = None,
                        parallel: bool | None = None) -> np.ndarray:
-        """Like :meth:`sample` but returns column indices into the candidate rows (-1 padded)."""
+        """Like :meth:`sample` but returns **column indices** into the candidate rows (-1 padded),
+        as :func:`simans_fast.sample` does. Keyword arguments only."""
+        if args:
+            raise _keyword_only("sample_columns", args)
         rows = _core.check_rows(rows, self.n_queries)
         epoch_u = to_u64(epoch, "epoch")
+        mr = (_core.default_max_reject(self.n) if max_reject is None
+              else _core.check_n(max_reject, "max_reject"))
         pairs = self._pairs(rows, epoch_u)
         par = self.parallel if parallel is None else bool(parallel)
         cols = _core.sample_table_rows(self.tables, self.n, pairs, self._keys[rows],
-                                       bool(replace), self._seed_u, epoch_u,
-                                       _core.default_max_reject(self.n), par)
+                                       bool(replace), self._seed_u, epoch_u, mr, par)
         if self._fb_rows.size:
             fi = self._fb_index[pairs]
             hit = fi >= 0
@@ -195,99 +221,351 @@ class SimANSSampler:
                 cols[hit] = self._fb_cols[fi[hit]]
         return cols
 
-    def sample(self, rows=None, epoch: int = 0, *, replace: bool = False,
-               parallel: bool | None = None) -> np.ndarray:
-        """Negative document ids for ``rows`` (default: all queries) at ``epoch``.
+    def sample(self, *args, rows=None, epoch: int = 0, replace: bool = False,
+               max_reject: int | None = None, parallel: bool | None = None) -> np.ndarray:
+        """Negative **document ids** for ``rows`` (default: all queries) at ``epoch``.
+
+        Keyword arguments only: ``sample(epoch=3)`` (a positional ``sample(3)`` is a
+        ``TypeError``, since it reads as ``rows=3``). Use :meth:`sample_columns` for column
+        indices into the candidate rows.
+
+        Parameters
+        ----------
+        rows : int array, optional
+            Query rows to draw for, in the order wanted (default: all; ``[]`` gives ``(0, n)``).
+        epoch : int, default 0
+        replace : bool, default False
+        max_reject : int, optional
+            Duplicates tolerated per row before the exact finish (tuning; results stay exact).
+        parallel : bool, optional
+            Override the sampler's ``parallel``.
 
         Returns
         -------
         ndarray (len(rows), n) int64, ``-1`` padded.
         """
+        if args:
+            raise _keyword_only("sample", args)
         rows = _core.check_rows(rows, self.n_queries)
-        cols = self.sample_columns(rows, epoch, replace=replace, parallel=parallel)
+        cols = self.sample_columns(rows=rows, epoch=epoch, replace=replace,
+                                   max_reject=max_reject, parallel=parallel)
+        if self.k == 0:
+            return cols  # all -1
         ids = self.candidate_ids[rows[:, None], np.maximum(cols, 0)]
         ids[cols < 0] = -1
         return ids
 
     # ------------------------------------------------------------------------------------
+    def _arrays(self) -> dict:
+        return {
+            "candidate_ids": self.candidate_ids,
+            "candidate_scores": self.candidate_scores,
+            "positive_scores": self.positive_scores,
+            "row_keys": self.row_keys,
+            "logw": self.tables.logw,
+            "alias_packed": self.tables.packed,
+            "n_valid": self.tables.n_valid,
+            "peak": self.tables.peak,
+        }
+
     def save(self, path) -> None:
         """Write the sampler to directory ``path`` (``.npy`` arrays + ``meta.json``, no pickle).
 
-        Written to a temporary sibling directory and renamed into place, so an interrupted save
-        never leaves a half-written sampler. An existing ``path`` is replaced.
+        ``meta.json`` records every array's dtype, shape and sha256, which :meth:`load` checks.
+        Every file is fsynced in a temporary sibling directory that is then renamed into place,
+        so an interrupted save never leaves a half-written sampler. An existing ``path`` is
+        replaced only if it is a saved sampler or an empty directory.
         """
         path = os.fspath(path)
         parent = os.path.dirname(os.path.abspath(path)) or "."
+        if os.path.lexists(path):
+            if not os.path.isdir(path) or (os.listdir(path) and not os.path.isfile(
+                    os.path.join(path, "meta.json"))):
+                raise ValueError(f"path {path!r} exists and is not a saved SimANSSampler; "
+                                 f"refusing to replace it")
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent)
         try:
-            arrays = {
-                "candidate_ids": self.candidate_ids,
-                "candidate_scores": self.candidate_scores,
-                "positive_scores": self.positive_scores,
-                "row_keys": self.row_keys,
-                "logw": self.tables.logw,
-                "alias_packed": self.tables.packed,
-                "n_valid": self.tables.n_valid,
-                "peak": self.tables.peak,
-            }
-            for name, arr in arrays.items():
-                np.save(os.path.join(tmp, name + ".npy"), np.ascontiguousarray(arr),
-                        allow_pickle=False)
+            entries = {}
+            for name, arr in self._arrays().items():
+                arr = np.ascontiguousarray(arr)
+                entries[name] = {"dtype": arr.dtype.str, "shape": list(arr.shape),
+                                 "sha256": _write_npy(os.path.join(tmp, name + ".npy"), arr)}
             meta = {
                 "format": FORMAT_NAME,
                 "version": FORMAT_VERSION,
                 "n": self.n, "a": self.a, "b": self.b, "kernel": self.kernel, "seed": self.seed,
                 "fallback": self.fallback, "positive_choice": self.positive_choice,
                 "n_queries": self.n_queries, "k": self.k,
+                "n_positive_columns": int(self.positive_scores.shape[1]),
+                "n_pairs": int(self.tables.shape[0]),
+                "arrays": entries,
             }
-            with open(os.path.join(tmp, "meta.json"), "w") as f:
+            meta["meta_sha256"] = _meta_digest(meta)
+            with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
                 json.dump(meta, f, indent=1, sort_keys=True)
-            if os.path.exists(path):
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(tmp)
+            if os.path.lexists(path):
                 old = path + ".old-" + os.path.basename(tmp)
                 os.replace(path, old)
                 os.replace(tmp, path)
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, path)
+            _fsync_dir(parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
     @classmethod
     def load(cls, path, *, mmap: bool = True, parallel: bool = True) -> "SimANSSampler":
-        """Load a sampler written by :meth:`save` (arrays memory-mapped by default)."""
+        """Load a sampler written by :meth:`save` (arrays memory-mapped by default).
+
+        Nothing is trusted: ``meta.json`` is parsed and checked field by field; every array
+        file must match the sha256, dtype and shape recorded there (and the shapes the
+        parameters imply), hold no pickle, and pass the value checks of the constructor
+        (ids >= -1, no +inf score, finite or NaN positives) and of
+        :func:`simans_fast.core.check_alias_arrays` (aliases in range, probabilities in
+        [0, 1], no invalid column drawable) before any kernel reads it. Any failure is a
+        :class:`SamplerFileError` (a ``ValueError``) naming the file. Directories of format
+        version 1 (no digests) load too: their tables are rebuilt from the candidates and must
+        equal the saved ones.
+        """
         path = os.fspath(path)
         meta_path = os.path.join(path, "meta.json")
         if not os.path.isfile(meta_path):
-            raise ValueError(f"path {path!r} is not a saved SimANSSampler (no meta.json)")
-        with open(meta_path) as f:
-            meta = json.load(f)
-        if meta.get("format") != FORMAT_NAME:
-            raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}")
-        if meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{meta_path}: version {meta.get('version')} not supported "
-                             f"(this build reads version {FORMAT_VERSION})")
+            raise SamplerFileError(f"path {path!r} is not a saved SimANSSampler (no meta.json)")
+        meta = _read_meta(meta_path)
+        version = meta["version"]
+        n_q, k, m, n_pairs = (meta["n_queries"], meta["k"], meta.get("n_positive_columns"),
+                              meta.get("n_pairs"))
+        expect = {"candidate_ids": ((n_q, k), ("<i8",)),
+                  "candidate_scores": ((n_q, k), ("<f4", "<f8")),
+                  "positive_scores": ((n_q, m), ("<f8",)),
+                  "row_keys": ((n_q,), ("<i8",)),
+                  "logw": ((n_pairs, k), ("<f4",)),
+                  "alias_packed": ((n_pairs, k, 2), ("<i4",)),
+                  "n_valid": ((n_pairs,), ("<i4",)),
+                  "peak": ((n_pairs,), ("<f4",))}
+        files = {name: os.path.join(path, name + ".npy") for name in _ARRAYS}
+        if version >= 2:
+            _verify_digests(files, meta["arrays"], expect)
+        arrays = {}
+        for name in _ARRAYS:
+            fpath = files[name]
+            arrays[name] = _load_array(fpath, *expect[name], mmap)
+            if name == "positive_scores" and m is None:  # version 1: learn m and n_pairs
+                m = arrays[name].shape[1] if arrays[name].ndim == 2 else None
+                expect["positive_scores"] = ((n_q, m), ("<f8",))
+                _check_array(fpath, arrays[name], *expect["positive_scores"])
+        fname = {key: os.path.join(path, f + ".npy") for key, f in (
+            ("packed", "alias_packed"), ("n_valid", "n_valid"), ("logw", "logw"),
+            ("peak", "peak"))}
+        try:
+            _core.check_candidate_values(arrays["candidate_ids"], arrays["candidate_scores"],
+                                         ids_name=os.path.join(path, "candidate_ids.npy"),
+                                         scores_name=os.path.join(path, "candidate_scores.npy"),
+                                         parallel=parallel)
+            pos_name = os.path.join(path, "positive_scores.npy")
+            _core.check_positive_scores(arrays["positive_scores"], n_q, pos_name, matrix=True)
+        except ValueError as e:
+            raise SamplerFileError(str(e)) from None
+        params = dict(n=meta["n"], a=meta["a"], b=meta["b"], kernel=meta["kernel"],
+                      seed=meta["seed"], fallback=meta["fallback"],
+                      positive_choice=meta["positive_choice"], parallel=parallel)
+        tables = None
+        if version >= 2:
+            try:
+                _core.check_alias_arrays(arrays["alias_packed"], arrays["n_valid"],
+                                         arrays["logw"], arrays["peak"], names=fname,
+                                         parallel=parallel)
+            except ValueError as e:
+                raise SamplerFileError(str(e)) from None
+            tables = _core.AliasTables._unchecked(arrays["alias_packed"], arrays["n_valid"],
+                                                  arrays["logw"], arrays["peak"])
+        try:
+            smp = cls(arrays["candidate_ids"], arrays["candidate_scores"],
+                      arrays["positive_scores"], row_keys=arrays["row_keys"], _tables=tables,
+                      **params)
+        except ValueError as e:
+            raise SamplerFileError(f"{path}: {e}") from None
+        if tables is None:  # version 1: compare the rebuilt tables with the saved ones
+            built = smp.tables
+            for key, mine in (("logw", built.logw), ("packed", built.packed),
+                              ("n_valid", built.n_valid), ("peak", built.peak)):
+                saved = arrays[{"packed": "alias_packed"}.get(key, key)]
+                if saved.shape != mine.shape or not np.array_equal(
+                        saved.view(np.uint8) if saved.size else saved,
+                        mine.view(np.uint8) if mine.size else mine):
+                    raise SamplerFileError(f"{fname[key]} does not match the tables rebuilt from "
+                                           f"the saved candidates (edited or corrupt file)")
+        return smp
 
-        def ld(name):
-            return np.load(os.path.join(path, name + ".npy"), mmap_mode="r" if mmap else None,
-                           allow_pickle=False)
 
-        tables = _core.AliasTables(ld("alias_packed"), ld("n_valid"), ld("logw"), ld("peak"))
-        return cls(ld("candidate_ids"), ld("candidate_scores"), ld("positive_scores"),
-                   n=meta["n"], a=meta["a"], b=meta["b"], kernel=meta["kernel"],
-                   seed=meta["seed"], fallback=meta["fallback"], row_keys=ld("row_keys"),
-                   positive_choice=meta["positive_choice"], parallel=parallel, _tables=tables)
+# ------------------------------------------------------------------------------------------
+# file helpers
+# ------------------------------------------------------------------------------------------
+class _HashingWriter:
+    """File wrapper that hashes what is written (``np.save`` writes through ``.write``)."""
 
+    def __init__(self, f):
+        self._f = f
+        self.h = hashlib.sha256()
 
-@jit
-def _positive_uniforms_kernel(seed, epoch, keys, out):
-    for i in range(keys.shape[0]):
-        st = _krng.stream_state(seed ^ np.uint64(_POS_DOMAIN), epoch, keys[i])
-        out[i] = _krng.draw_uniform(st, np.uint64(0))
+    def write(self, data):
+        self.h.update(data)
+        return self._f.write(data)
 
 
-def _positive_uniforms(seed_u, epoch_u, keys):
-    out = np.empty(keys.shape[0], np.float64)
-    _positive_uniforms_kernel(seed_u, epoch_u, keys.astype(np.uint64, copy=False), out)
-    return out
+def _write_npy(fpath, arr) -> str:
+    with open(fpath, "wb") as f:
+        w = _HashingWriter(f)
+        np.lib.format.write_array(w, arr, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    return w.h.hexdigest()
+
+
+def _fsync_dir(d):
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _file_sha256(fpath) -> str:
+    with open(fpath, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _meta_digest(meta) -> str:
+    """sha256 of meta.json's content without its own digest (canonical JSON)."""
+    body = {key: v for key, v in meta.items() if key != "meta_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _read_meta(meta_path) -> dict:
+    try:
+        with open(meta_path, "rb") as f:
+            raw = f.read()
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SamplerFileError(f"{meta_path}: not valid JSON (truncated or edited?): {e}") from None
+    except OSError as e:
+        raise SamplerFileError(f"{meta_path}: cannot be read: {e}") from None
+    if not isinstance(meta, dict):
+        raise SamplerFileError(f"{meta_path}: expected a JSON object, got "
+                               f"{type(meta).__name__}")
+    if meta.get("format") != FORMAT_NAME:
+        raise SamplerFileError(f"{meta_path}: format {meta.get('format')!r} is not "
+                               f"{FORMAT_NAME!r}")
+    version = meta.get("version")
+    if not _is_int(version) or version not in _READABLE_VERSIONS:
+        raise SamplerFileError(f"{meta_path}: version {version!r} not supported (this build "
+                               f"reads versions {list(_READABLE_VERSIONS)}; save it again with "
+                               f"the version that wrote it, or rebuild the sampler)")
+
+    if version >= 2:
+        recorded = meta.get("meta_sha256")
+        if not isinstance(recorded, str) or recorded != _meta_digest(meta):
+            raise SamplerFileError(f"{meta_path}: its parameters do not match the meta_sha256 "
+                                   f"recorded in it (file edited or corrupt)")
+
+    def field(name, ok, what):
+        if name not in meta:
+            raise SamplerFileError(f"{meta_path}: field {name!r} is missing")
+        if not ok(meta[name]):
+            raise SamplerFileError(f"{meta_path}: field {name!r} must be {what}, got "
+                                   f"{meta[name]!r}")
+
+    real = (lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+            and math.isfinite(x))
+    field("n", lambda x: _is_int(x) and x >= 1, "an integer >= 1")
+    field("a", lambda x: real(x) and x >= 0, "a finite number >= 0")
+    field("b", real, "a finite number")
+    field("kernel", lambda x: x in ("gaussian", "laplace"), "'gaussian' or 'laplace'")
+    field("seed", _is_int, "an integer")
+    field("fallback", lambda x: x in ("lowest", "uniform", "raise"),
+          "'lowest', 'uniform' or 'raise'")
+    field("positive_choice", lambda x: x in _POSITIVE_CHOICES, f"one of {list(_POSITIVE_CHOICES)}")
+    field("n_queries", lambda x: _is_int(x) and x >= 0, "an integer >= 0")
+    field("k", lambda x: _is_int(x) and x >= 0, "an integer >= 0")
+    if version >= 2:
+        field("n_positive_columns", lambda x: _is_int(x) and x >= 0, "an integer >= 0")
+        field("n_pairs", lambda x: _is_int(x) and x >= 0, "an integer >= 0")
+        field("arrays", lambda x: isinstance(x, dict) and all(
+            isinstance(x.get(a), dict) and isinstance(x[a].get("sha256"), str)
+            for a in _ARRAYS), f"an object with a sha256 for each of {list(_ARRAYS)}")
+    return meta
+
+
+def _check_array(fpath, arr, shape, dtypes):
+    if arr.dtype.str not in dtypes:
+        raise SamplerFileError(f"{fpath}: dtype {arr.dtype.str} where {' or '.join(dtypes)} is "
+                               f"expected")
+    if shape is not None and None not in shape and arr.shape != tuple(shape):
+        raise SamplerFileError(f"{fpath}: shape {arr.shape} disagrees with meta.json, which "
+                               f"implies {tuple(shape)}")
+    if not arr.flags.c_contiguous:
+        raise SamplerFileError(f"{fpath}: array is not stored in C order")
+
+
+def _verify_digests(files, entries, expect):
+    """Every file exists, its meta.json entry agrees with the parameters, and its sha256 is the
+    recorded one (files hashed concurrently: hashlib releases the GIL)."""
+    for name, fpath in files.items():
+        if not os.path.isfile(fpath):
+            raise SamplerFileError(f"{fpath}: file is missing")
+        shape, dtypes = expect[name]
+        entry = entries[name]
+        if list(shape) != entry.get("shape") or entry.get("dtype") not in dtypes:
+            raise SamplerFileError(f"{fpath}: meta.json records dtype {entry.get('dtype')!r} "
+                                   f"and shape {entry.get('shape')!r}, which disagree with its "
+                                   f"parameters (shape {list(shape)})")
+
+    def digest(fpath):
+        try:
+            return _file_sha256(fpath)
+        except OSError as e:
+            return e
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = list(files)
+    with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as ex:
+        got = list(ex.map(digest, [files[n] for n in names]))
+    for name, d in zip(names, got):
+        fpath = files[name]
+        if isinstance(d, OSError):
+            raise SamplerFileError(f"{fpath}: cannot be read: {d}")
+        want = entries[name]["sha256"]
+        if d != want:
+            raise SamplerFileError(f"{fpath}: sha256 {d[:16]}... differs from the {want[:16]}... "
+                                   f"recorded in meta.json (file truncated, edited or replaced)")
+
+
+def _load_array(fpath, shape, dtypes, mmap):
+    if not os.path.isfile(fpath):
+        raise SamplerFileError(f"{fpath}: file is missing")
+    try:
+        arr = np.load(fpath, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise SamplerFileError(f"{fpath}: not a readable .npy array without pickle "
+                               f"({type(e).__name__}: {e})") from None
+    if not isinstance(arr, np.ndarray):  # np.load of an .npz returns an NpzFile
+        raise SamplerFileError(f"{fpath}: not a .npy array")
+    _check_array(fpath, arr, shape, dtypes)
+    return arr

@@ -108,3 +108,67 @@ def alias_weights(prob, alias):
             w[r, i] += prob[r, i] / k
             w[r, alias[r, i]] += (1.0 - prob[r, i]) / k
     return w
+
+
+# ---------------------------------------------------------------------------------------------
+# validation rules and the choice of a positive (issue 8), written from their definitions
+# ---------------------------------------------------------------------------------------------
+POS_DOMAIN = 0x504F534954495645
+
+
+def positive_choice(pos2, choice, seed, epoch, keys):
+    """Column of the positive each row uses (-1: none known), one row at a time."""
+    out = []
+    for r in range(pos2.shape[0]):
+        known = [c for c in range(pos2.shape[1]) if not math.isnan(pos2[r, c])]
+        if not known:
+            out.append(-1)
+        elif choice == "highest":
+            out.append(max(known, key=lambda c: (pos2[r, c], -c)))
+        elif choice == "lowest":
+            out.append(min(known, key=lambda c: (pos2[r, c], c)))
+        elif len(known) == 1:
+            out.append(known[0])
+        else:
+            st = stream_state((seed & MASK) ^ POS_DOMAIN, epoch & MASK, int(keys[r]))
+            out.append(known[min(int(uniform(st, 0) * len(known)), len(known) - 1)])
+    return out
+
+
+def first_bad_candidate(ids, scores):
+    """First (row-major) rejected candidate: ("ids", r, c) for an id < -1, ("scores", r, c) for
+    +inf on a candidate that is not padding (id -1), or None."""
+    for r in range(scores.shape[0]):
+        for c in range(scores.shape[1]):
+            if ids is not None and ids[r, c] < 0:
+                if ids[r, c] < -1:
+                    return ("ids", r, c)
+            elif scores[r, c] == math.inf:
+                return ("scores", r, c)
+    return None
+
+
+def alias_tables_ok(packed, n_valid, logw, peak):
+    """Whether alias tables are safe to draw from (every invariant a draw relies on)."""
+    n_q, k = logw.shape
+    prob = packed.view(np.float32)[:, :, 1]
+    alias = packed[:, :, 0]
+    for r in range(n_q):
+        if np.isnan(logw[r]).any() or (logw[r] == np.inf).any():
+            return False
+        nv = int(np.isfinite(logw[r]).sum())
+        if n_valid[r] != nv or not (0.0 <= peak[r] <= 1.0):
+            return False
+        for i in range(k):
+            a = int(alias[r, i])
+            if a < 0 or a >= k:
+                return False
+            if nv:
+                p = float(prob[r, i])
+                if not (0.0 <= p <= 1.0):
+                    return False
+                if p > 0 and not np.isfinite(logw[r, i]):
+                    return False
+                if p < 1 and not np.isfinite(logw[r, a]):
+                    return False
+    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ def _env(**extra):
     env.setdefault("OMP_NUM_THREADS", "1")
     env.pop("SIMANS_FAST_TEST_KILL_AT", None)
     env.pop("SIMANS_FAST_TEST_CHUNK_SLEEP", None)
+    env.pop("SIMANS_FAST_TRACEBACK", None)
     env.update(extra)
     return env
 
@@ -72,11 +74,14 @@ def data(tmp_path_factory):
     return d
 
 
-def _mine_args(d, out, *extra):
+IDS = ("--ids-only",)  # the default format is tevatron, which needs texts or --ids-only
+
+
+def _mine_args(d, out, *extra, fmt=IDS):
     return ["mine", "--queries", str(d / "Q.npy"), "--corpus", str(d / "C.npy"),
             "--query-ids", str(d / "qids.txt"), "--doc-ids", str(d / "dids.txt"),
             "--qrels", str(d / "qrels.txt"), "--out", str(out), "--k", str(K), "--n", str(N),
-            "--chunk-size", str(CHUNK), "--seed", "3", "--no-progress", *extra]
+            "--chunk-size", str(CHUNK), "--seed", "3", "--no-progress", *fmt, *extra]
 
 
 def _hashes(root):
@@ -86,6 +91,20 @@ def _hashes(root):
             p = os.path.join(base, f)
             with open(p, "rb") as fh:
                 out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def _snapshot(*roots):
+    """Every file and directory under ``roots`` with its content hash (hidden ones included)."""
+    out = {}
+    for root in roots:
+        for base, dirs, files in os.walk(root):
+            for x in dirs:
+                out[os.path.join(base, x)] = "dir"
+            for x in files:
+                p = os.path.join(base, x)
+                with open(p, "rb") as fh:
+                    out[p] = hashlib.sha256(fh.read()).hexdigest()
     return out
 
 
@@ -120,26 +139,32 @@ def test_mine_sample_inspect_end_to_end(data, baseline, tmp_path):
     assert (np.asarray(cf.positive_ids)[::4, 1] >= 0).all()  # second positives kept
     e0 = sio.read_negatives(str(out / "negatives.epoch0.jsonl"))
     doc_row = {d: j for j, d in enumerate(cf.doc_ids)}
-    for i, rec in enumerate(e0):
-        assert rec["query_id"] == cf.query_ids[i] and len(rec["negatives"]) == N
+    # Tevatron records need a positive: q7 (none) is not written, every other query is
+    assert [r["query_id"] for r in e0] == [q for q in cf.query_ids if q != "q7"]
+    for rec in e0:
+        i = cf.query_ids.index(rec["query_id"])
+        assert rec["query"] is None and len(rec["negatives"]) == N
         rows = {doc_row[d] for d in rec["negatives"]}
         assert rows <= set(np.asarray(cf.candidate_ids[i]).tolist())
         assert not rows & set(np.asarray(cf.positive_ids[i]).tolist())
-    # q7 has no positive: the fallback takes the lowest-ranked candidates
-    assert [doc_row[d] for d in e0[7]["negatives"]] == list(cf.candidate_ids[7][-N:])
+        assert set(rec["positives"]) == {cf.doc_ids[j] for j in cf.positive_ids[i] if j >= 0}
 
     # sample: epoch 0 again gives the same bytes; epoch 1 differs
     r = _run(["sample", "--candidates", str(out), "--epoch", "0", "--out",
-              str(tmp_path / "e0.jsonl")], cwd=tmp_path)
+              str(tmp_path / "e0.jsonl"), "--ids-only"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert "1 without a positive" in r.stderr  # the dropped query is reported
     assert (tmp_path / "e0.jsonl").read_bytes() == (out / "negatives.epoch0.jsonl").read_bytes()
     r = _run(["sample", "--candidates", str(out / "candidates"), "--epoch", "1", "--out",
               str(tmp_path / "e1.tsv")], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     e1 = sio.read_negatives(str(tmp_path / "e1.tsv"))
-    assert [x["negatives"] for x in e1] != [x["negatives"] for x in e0]
+    assert len(e1) == N_Q  # simxns lists every query
+    assert [x["negatives"] for x in e1 if x["query_id"] != "q7"] != [x["negatives"] for x in e0]
     for rec in e1:
         assert len(rec["negatives"]) == N and len(rec["negative_scores"]) == N
+    # q7 has no positive: the fallback takes the lowest-ranked candidates
+    assert [doc_row[d] for d in e1[7]["negatives"]] == list(cf.candidate_ids[7][-N:])
 
     r = _run(["inspect", str(out)], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -152,32 +177,41 @@ def test_mine_sample_inspect_end_to_end(data, baseline, tmp_path):
 
 @pytest.mark.parametrize("fmt,name", [("sentence-transformers", "st.parquet"),
                                       ("sentence-transformers", "st.jsonl"),
-                                      ("trec", "run.trec"), ("tevatron", "tev.jsonl")])
+                                      ("trec", "run.trec"), ("tevatron", "tev.jsonl"),
+                                      ("tevatron-legacy", "legacy.jsonl")])
 def test_sample_formats_with_texts(data, baseline, tmp_path, capsys, fmt, name):
     out, _ = baseline
     dest = tmp_path / name
     rc = main(["sample", "--candidates", str(out), "--epoch", "2", "--out", str(dest),
                "--format", fmt, "--texts", str(data / "beir"), "--no-progress"])
-    assert rc == 0
+    assert rc == 0, capsys.readouterr().err
     recs = sio.read_negatives(str(dest))
-    assert len(recs) == N_Q
+    written = [q for q in (f"q{i}" for i in range(N_Q)) if fmt == "trec" or q != "q7"]
+    assert len(recs) == len(written)
     if fmt == "sentence-transformers":
         assert recs[0]["query"] == "question q0"
         assert all(x.startswith("title ") and " passage doc" in x for x in recs[0]["negatives"])
-    elif fmt == "tevatron":
+    elif fmt in ("tevatron", "tevatron-legacy"):
         assert recs[0]["query"] == "question q0"
-        assert recs[0]["negative_passages"][0]["text"].startswith("passage doc")
+        if fmt == "tevatron-legacy":
+            assert recs[0]["negative_passages"][0]["text"].startswith("passage doc")
+        else:  # Tevatron 2.x: the texts are in the corpus file beside it
+            corpus = sio.read_texts(str(tmp_path / "tev.corpus.jsonl"))
+            named = {d for r in recs for d in r["positives"] + r["negatives"]}
+            assert set(corpus) == named
+            assert all(corpus[d] == (f"title {d[3:]}", f"passage {d}") for d in named)
     # the same epoch drawn in-process and by `sample` agree
     cf = sio.load_candidates(str(out / "candidates"))
     from simans_fast.cli import epoch_negatives
 
     e = epoch_negatives(cf, 2, cf.parameters)
     got = [r["negatives"] for r in recs]
+    keep = [i for i in range(N_Q) if f"q{i}" in written]
     if fmt == "trec":  # TREC lists the negatives by rank
         want = [[cf.doc_ids[j] for j in row[np.argsort(rk, kind="stable")] if j >= 0]
                 for row, rk in zip(e.negative_rows, e.negative_ranks)]
-    elif fmt == "tevatron":
-        want = [[cf.doc_ids[j] for j in row if j >= 0] for row in e.negative_rows]
+    elif fmt.startswith("tevatron"):
+        want = [[cf.doc_ids[j] for j in e.negative_rows[i] if j >= 0] for i in keep]
     else:
         want = None
     if want is not None:
@@ -194,79 +228,435 @@ def test_demo_writes_png(tmp_path):
         assert text in r.stdout
 
 
-# ------------------------------------------------------------------------------ errors
-def _write(tmp, name, arr):
-    p = tmp / name
-    np.save(p, arr)
-    return str(p)
+def test_run_demo_checks_its_output_directory_first(tmp_path):
+    from simans_fast.demo import run_demo
+
+    f = tmp_path / "f"
+    f.write_text("x")
+    lines = []
+    for out in (f, f / "sub"):
+        with pytest.raises(ValueError, match="out"):
+            run_demo(out=str(out), print_fn=lines.append)
+    assert lines == []  # refused before any work
+    assert os.listdir(tmp_path) == ["f"]
 
 
-@pytest.mark.parametrize("case", ["missing_file", "float64", "1d", "dim_mismatch",
-                                  "qids_length", "dids_length", "qrels_unknown_query",
-                                  "qrels_unknown_doc", "k_too_large", "missing_ids_file"])
-def test_user_errors_exit_2_with_one_line(data, tmp_path, capsys, case):
-    args = _mine_args(data, tmp_path / "out")
-    culprit = None
-
-    def setarg(flag, value):
-        args[args.index(flag) + 1] = value
-
-    if case == "missing_file":
-        culprit = str(tmp_path / "nope.npy")
-        setarg("--queries", culprit)
-    elif case == "float64":
-        culprit = _write(tmp_path, "q64.npy", np.zeros((N_Q, DIM)))
-        setarg("--queries", culprit)
-    elif case == "1d":
-        culprit = _write(tmp_path, "c1d.npy", np.zeros(N_D, np.float32))
-        setarg("--corpus", culprit)
-    elif case == "dim_mismatch":
-        culprit = _write(tmp_path, "q8.npy", np.zeros((N_Q, 8), np.float32))
-        setarg("--queries", culprit)
-    elif case == "qids_length":
-        culprit = str(tmp_path / "qids.txt")
-        (tmp_path / "qids.txt").write_text("".join(f"q{i}\n" for i in range(N_Q - 1)))
-        setarg("--query-ids", culprit)
-    elif case == "dids_length":
-        culprit = str(tmp_path / "dids.txt")
-        (tmp_path / "dids.txt").write_text("".join(f"doc{i}\n" for i in range(N_D + 3)))
-        setarg("--doc-ids", culprit)
-    elif case in ("qrels_unknown_query", "qrels_unknown_doc"):
-        culprit = str(tmp_path / "qrels.txt")
-        extra = "qX 0 doc1 1\n" if case == "qrels_unknown_query" else "q1 0 docX 1\n"
-        (tmp_path / "qrels.txt").write_text((data / "qrels.txt").read_text() + extra)
-        setarg("--qrels", culprit)
-    elif case == "k_too_large":
-        culprit = "--k"
-        setarg("--k", str(N_D + 1))
-    elif case == "missing_ids_file":
-        culprit = str(tmp_path / "none.txt")
-        setarg("--doc-ids", culprit)
-    rc = main(args)
-    err = capsys.readouterr().err
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("simans-fast: error:") and culprit in lines[0]
-    assert not (tmp_path / "out").exists()  # nothing written
+# ------------------------------------------------------------------------------ strategy flags
+# every strategy flag at 0 and at its boundaries (K = 30 candidates, N = 5 negatives)
+STRATEGY_FLAGS = [
+    ["--margin", "0"], ["--margin", "-0.5"], ["--max-score", "0"], ["--perc", "0"],
+    ["--perc", "1"], ["--max-score", "-1000000"], ["--a", "0"], ["--b", "0"],
+    ["--strategy", "top", "--skip", "0"], ["--strategy", "top", "--skip", str(K - N)],
+    ["--strategy", "uniform", "--window", f"0-{N}"],
+    ["--strategy", "uniform", "--window", f"{K - N}-"],
+    ["--strategy", "uniform", "--window", f"{K - N}-{10 * K}"],
+    ["--strategy", "simans", "--window", "0-"], ["--skip", "1", "--margin", "0"],
+    ["--strategy", "top", "--perc", "0", "--max-score", "0"],
+]
 
 
-def test_error_exit_code_in_subprocess(data, tmp_path):
-    r = _run(_mine_args(data, tmp_path / "out", "--k", "100000"), cwd=tmp_path)
-    assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
-    assert "--k 100000" in r.stderr and not (tmp_path / "out").exists()
-    r = _run(["sample", "--candidates", str(tmp_path / "nothing"), "--epoch", "1", "--out",
-              str(tmp_path / "x.jsonl")], cwd=tmp_path)
-    assert r.returncode == 2 and "nothing" in r.stderr and "Traceback" not in r.stderr
-    assert not (tmp_path / "x.jsonl").exists()
+def _reference(cf, flags, epoch):
+    """The negatives (corpus rows) the Python API gives for these flags, from the flags."""
+    opts = dict(zip(flags[::2], flags[1::2]))
+    cids = np.asarray(cf.candidate_ids)
+    cscores = np.asarray(cf.candidate_scores)
+    ps = np.asarray(cf.positive_scores)
+    ps = ps[:, 0] if ps.shape[1] == 1 else ps
+    a, b = float(opts.get("--a", 0.5)), float(opts.get("--b", 0.0))
+    kw = {"strategy": opts.get("--strategy", "simans"), "skip": int(opts.get("--skip", 0))}
+    if "--window" in opts:
+        lo, hi = opts["--window"].split("-")
+        kw["window"] = (int(lo), int(hi) if hi else None)
+    for flag, key in (("--max-score", "max_score"), ("--margin", "margin"), ("--perc", "perc")):
+        if flag in opts:
+            kw[key] = float(opts[flag])
+    if kw["strategy"] == "simans" and kw["skip"] == 0 and len(kw) == 2:
+        # plain SimANS: the alias-table sampler (select_negatives draws with the row CDFs)
+        return sf.SimANSSampler(cids, cscores, ps, n=N, a=a, b=b, seed=3).sample(epoch=epoch)
+    return sf.select_negatives(cids, cscores, ps, N, a=a, b=b, seed=3, epoch=epoch, **kw)
+
+
+@pytest.mark.parametrize("flags", STRATEGY_FLAGS, ids=" ".join)
+def test_strategy_flags_mine_epoch0_equals_sample_equals_python(data, tmp_path, capsys, flags):
+    """0 is a threshold like any other: mine's epoch 0 == sample --epoch 0 == the Python call."""
+    out = tmp_path / "run"
+    assert main(_mine_args(data, out, *flags, fmt=("--format", "simxns"))) == 0, \
+        capsys.readouterr().err
+    cf = sio.load_candidates(str(out / "candidates"))
+    params = cf.parameters
+    for flag, v in zip(flags[::2], flags[1::2]):
+        key = flag[2:].replace("-", "_")
+        if key in ("a", "b", "max_score", "margin", "perc"):
+            assert params[key] == float(v), key  # recorded, 0 included
+        elif key == "skip" and v != "0":
+            assert params[key] == int(v)
+    mined = (out / "negatives.epoch0.tsv").read_bytes()
+    dest = tmp_path / "s0.tsv"
+    assert main(["sample", "--candidates", str(out), "--epoch", "0", "--out", str(dest),
+                 "--no-progress"]) == 0
+    assert dest.read_bytes() == mined
+    want = _reference(cf, flags, 0)
+    got = [r["negatives"] for r in sio.read_negatives(str(dest))]
+    assert got == [[cf.doc_ids[j] for j in row if j >= 0] for row in want]
+    # sample with the flags given again (over the header's values) draws the same
+    dest2 = tmp_path / "s0b.tsv"
+    assert main(["sample", "--candidates", str(out), "--epoch", "0", "--out", str(dest2),
+                 "--no-progress", *flags]) == 0
+    assert dest2.read_bytes() == mined
+    # and epoch 1 follows the Python call too
+    dest3 = tmp_path / "s1.tsv"
+    assert main(["sample", "--candidates", str(out), "--epoch", "1", "--out", str(dest3),
+                 "--no-progress"]) == 0
+    want1 = _reference(cf, flags, 1)
+    assert [r["negatives"] for r in sio.read_negatives(str(dest3))] == \
+        [[cf.doc_ids[j] for j in row if j >= 0] for row in want1]
+
+
+def test_margin_zero_actually_filters(data, tmp_path):
+    """--margin 0 removes every candidate scored at or above the positive (old bug: ignored)."""
+    out = tmp_path / "run"
+    assert main(_mine_args(data, out, "--margin", "0", fmt=("--format", "simxns"))) == 0
+    cf = sio.load_candidates(str(out / "candidates"))
+    score = {(cf.query_ids[i], cf.doc_ids[j]): s for i in range(N_Q)
+             for j, s in zip(cf.candidate_ids[i], cf.candidate_scores[i]) if j >= 0}
+    ps = np.asarray(cf.positive_scores)
+    lowest_pos = np.array([np.nanmin(r) if np.isfinite(r).any() else np.nan for r in ps])
+    above = 0
+    for i, r in enumerate(sio.read_negatives(str(out / "negatives.epoch0.tsv"))):
+        if np.isfinite(lowest_pos[i]):
+            for d in r["negatives"]:
+                assert score[(r["query_id"], d)] < lowest_pos[i]
+        above += int((np.asarray(cf.candidate_scores[i]) >= lowest_pos[i]).sum())
+    assert above > 0  # the filter had something to remove
+
+
+# ------------------------------------------------------------------------------ bad input
+class _Ctx:
+    def __init__(self, data, baseline, tmp):
+        self.d = data
+        self.run = baseline[0]
+        self.t = tmp
+        self.out = tmp / "out"
+
+    def npy(self, name, arr, **kw):
+        p = self.t / name
+        np.save(p, arr, **kw)
+        return str(p)
+
+    def file(self, name, content):
+        p = self.t / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return str(p)
+
+    def cand(self):
+        """A copy of the baseline's candidates directory, to damage."""
+        c = self.t / "cand"
+        if not c.exists():
+            shutil.copytree(self.run / "candidates", c)
+        return c
+
+    def mine(self, *extra, fmt=IDS, **repl):
+        args = _mine_args(self.d, self.out, *extra, fmt=fmt)
+        for flag, value in repl.items():
+            args[args.index("--" + flag.replace("_", "-"))] = "--" + flag.replace("_", "-")
+            args[args.index("--" + flag.replace("_", "-")) + 1] = value
+        return args
+
+    def sample(self, *extra, cand=None, out=None):
+        return ["sample", "--candidates", str(cand or self.run), "--epoch", "1", "--out",
+                str(out or self.t / "e1.tsv"), "--no-progress", *extra]
+
+
+def _q():
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((N_Q, DIM)).astype(np.float32)
+
+
+def _with_qrels_line(c, line):
+    return c.file("qrels.txt", (c.d / "qrels.txt").read_text() + line)
+
+
+def _edit_json(path, fn):
+    h = json.loads(open(path).read())
+    fn(h)
+    open(path, "w").write(json.dumps(h))
+
+
+def _npy_cut(c):
+    raw = (c.d / "Q.npy").read_bytes()
+    return c.file("cut.npy", raw[:-100])
+
+
+def _tamper(c, fn):
+    d = c.cand()
+    fn(d)
+    return d
+
+
+def _shift_scores(d):
+    a = np.load(d / "candidate_scores.npy")
+    np.save(d / "candidate_scores.npy", np.roll(a, 1, axis=0))
+
+
+def _ids_out_of_range_with_fixed_digest(d):
+    a = np.load(d / "candidate_ids.npy")
+    a[3, 3] = N_D + 5
+    np.save(d / "candidate_ids.npy", a)
+    _edit_json(d / "header.json", lambda h: h["arrays"]["candidate_ids"].update(
+        sha256=sio.file_sha256(str(d / "candidate_ids.npy"))))
+
+
+def _without(args, flag):
+    i = args.index(flag)
+    return args[:i] + args[i + 2:]
+
+
+def _bad_cases():
+    """name -> builder(ctx) -> (argv, text the one error line must contain)."""
+    c = {}
+    q = "--queries"
+    # ---- mine: embeddings
+    c["queries missing"] = lambda x: (x.mine(queries=str(x.t / "nope.npy")), "nope.npy")
+    c["queries float64"] = lambda x: (x.mine(queries=x.npy("q64.npy", _q().astype(np.float64))),
+                                      "q64.npy")
+    c["queries 1-D"] = lambda x: (x.mine(queries=x.npy("q1.npy", _q()[:, 0])), "q1.npy")
+    c["queries pickle"] = lambda x: (x.mine(queries=x.npy(
+        "qp.npy", np.array([[None]] * N_Q, dtype=object), allow_pickle=True)), "qp.npy")
+    c["queries truncated"] = lambda x: (x.mine(queries=_npy_cut(x)), "cut.npy")
+    c["queries text"] = lambda x: (x.mine(queries=x.file("q.npy", "1 2 3\n")), "q.npy")
+    c["queries npz"] = lambda x: (x.mine(queries=x.file("q.npz", b"PK\x03\x04rest")), "q.npz")
+    c["queries empty"] = lambda x: (x.mine(queries=x.npy("q0.npy", np.zeros((0, DIM),
+                                                                          np.float32))), "q0.npy")
+    c["queries nan row"] = lambda x: (x.mine(queries=x.npy(
+        "qn.npy", np.where(np.arange(N_Q)[:, None] == 11, np.nan, _q()).astype(np.float32))),
+        "row 11")
+    c["corpus inf"] = lambda x: (x.mine(corpus=x.npy("ci.npy", np.where(
+        np.arange(N_D)[:, None] == 5, np.inf, np.load(x.d / "C.npy")).astype(np.float32))),
+        "ci.npy")
+    c["dim mismatch"] = lambda x: (x.mine(queries=x.npy("q8.npy", _q()[:, :8])), "q8.npy")
+    c["queries is a directory"] = lambda x: (x.mine(queries=str(x.d / "beir")), "beir")
+    # ---- mine: id lists and qrels
+    c["query ids not utf-8"] = lambda x: (x.mine(query_ids=x.file(
+        "qids.txt", "\n".join(f"q{i}" for i in range(N_Q - 1)).encode() + b"\nq\xe9\n")),
+        "line 90")
+    c["query ids short"] = lambda x: (x.mine(query_ids=x.file(
+        "qids.txt", "".join(f"q{i}\n" for i in range(N_Q - 1)))), "qids.txt")
+    c["doc ids duplicate"] = lambda x: (x.mine(doc_ids=x.file(
+        "dids.txt", "".join(f"doc{min(j, N_D - 2)}\n" for j in range(N_D)))), "appears twice")
+    c["doc ids space"] = lambda x: (x.mine(doc_ids=x.file(
+        "dids.txt", "doc 0\n" + "".join(f"doc{j}\n" for j in range(1, N_D)))), "whitespace")
+    c["doc ids empty"] = lambda x: (x.mine(doc_ids=x.file("dids.txt", "")), "empty")
+    c["doc ids missing"] = lambda x: (x.mine(doc_ids=str(x.t / "none.txt")), "none.txt")
+    c["qrels not utf-8"] = lambda x: (x.mine(qrels=x.file("qrels.txt", b"q1 0 doc\xff 1\n")),
+                                      "not UTF-8")
+    c["qrels unknown query"] = lambda x: (x.mine(qrels=_with_qrels_line(x, "qX 0 doc1 1\n")),
+                                          "'qX'")
+    c["qrels unknown doc"] = lambda x: (x.mine(qrels=_with_qrels_line(x, "q1 0 docX 1\n")),
+                                        "'docX'")
+    c["qrels five fields"] = lambda x: (x.mine(qrels=_with_qrels_line(x, "q1 0 doc1 1 x\n")),
+                                        "5 fields")
+    c["qrels relevance nan"] = lambda x: (x.mine(qrels=_with_qrels_line(x, "q1 0 doc1 nan\n")),
+                                          "finite")
+    c["qrels relevance word"] = lambda x: (x.mine(qrels=_with_qrels_line(x, "q1 0 doc1 yes\n")),
+                                           "'yes'")
+    c["qrels nothing relevant"] = lambda x: (x.mine(qrels=x.file("qrels.txt", "q1 0 doc1 0\n")),
+                                             "no judgement")
+    c["qrels binary"] = lambda x: (x.mine(qrels=x.file("qrels.txt", bytes(range(256)))),
+                                   "qrels.txt")
+    # ---- mine: numbers
+    c["k too large"] = lambda x: (x.mine(k=str(N_D + 1)), "--k")
+    c["k zero"] = lambda x: (x.mine(k="0"), "--k 0")
+    c["n zero"] = lambda x: (x.mine(n="0"), "--n 0")
+    c["n above k"] = lambda x: (x.mine(n=str(K + 1)), f"--n {K + 1}")
+    c["a negative"] = lambda x: (x.mine("--a", "-1"), "--a")
+    c["a nan"] = lambda x: (x.mine("--a", "nan"), "--a")
+    c["b inf"] = lambda x: (x.mine("--b", "inf"), "--b")
+    c["seed negative"] = lambda x: (x.mine(seed="-1"), "--seed")
+    c["seed 2**64"] = lambda x: (x.mine(seed=str(2 ** 64)), "--seed")
+    c["threads zero"] = lambda x: (x.mine("--threads", "0"), "--threads")
+    c["threads huge"] = lambda x: (x.mine("--threads", "100000"), "--threads")
+    c["chunk size zero"] = lambda x: (x.mine(chunk_size="0"), "--chunk-size")
+    c["perc above 1"] = lambda x: (x.mine("--perc", "1.5"), "--perc")
+    c["perc nan"] = lambda x: (x.mine("--perc", "nan"), "--perc")
+    c["margin inf"] = lambda x: (x.mine("--margin", "inf"), "--margin")
+    c["max-score nan"] = lambda x: (x.mine("--max-score", "nan"), "--max-score")
+    c["skip negative"] = lambda x: (x.mine("--skip", "-1"), "--skip")
+    c["skip leaves too few"] = lambda x: (x.mine("--skip", str(K - N + 1)), "--skip")
+    c["window word"] = lambda x: (x.mine("--window", "x"), "--window")
+    c["window empty range"] = lambda x: (x.mine("--window", "5-5"), "--window")
+    c["window reversed"] = lambda x: (x.mine("--window", "10-5"), "--window")
+    c["window negative"] = lambda x: (x.mine("--window", "-5"), "--window")
+    c["window unicode digits"] = lambda x: (x.mine("--window", "\u0663-9"), "--window")
+    c["window narrower than n"] = lambda x: (x.mine("--window", "0-3"), "--window")
+    c["window beyond k"] = lambda x: (x.mine("--window", f"{K}-"), "--window")
+    c["strategy unknown"] = lambda x: (x.mine("--strategy", "best"), "--strategy")
+    c["kernel unknown"] = lambda x: (x.mine("--kernel", "cauchy"), "--kernel")
+    c["format unknown"] = lambda x: (x.mine(fmt=("--format", "csv")), "--format")
+    c["backend unknown"] = lambda x: (x.mine("--backend", "gpu"), "--backend")
+    c["n not a number"] = lambda x: (x.mine(n="abc"), "--n")
+    c["missing --queries"] = lambda x: (_without(x.mine(), q), q)
+    c["unknown flag"] = lambda x: (x.mine("--bogus"), "--bogus")
+    c["resume and overwrite"] = lambda x: (x.mine("--resume", "--overwrite"), "--resume")
+    # ---- mine: formats and texts
+    c["tevatron without texts"] = lambda x: (x.mine(fmt=()), "--ids-only")
+    c["st without texts"] = lambda x: (x.mine(fmt=("--format", "sentence-transformers")),
+                                       "--format sentence-transformers")
+    c["legacy ids only"] = lambda x: (x.mine(fmt=("--format", "tevatron-legacy", "--ids-only")),
+                                      "tevatron-legacy")
+    c["ids only with texts"] = lambda x: (x.mine("--texts", str(x.d / "beir")), "--ids-only")
+    c["ids only with trec"] = lambda x: (x.mine(fmt=("--format", "trec", "--ids-only")),
+                                         "--ids-only")
+    c["on-short with trec"] = lambda x: (x.mine(fmt=("--format", "trec", "--on-short", "drop")),
+                                         "--on-short")
+    c["texts not a dir"] = lambda x: (x.mine(fmt=("--texts", str(x.d / "qids.txt"))), "--texts")
+    c["texts without corpus"] = lambda x: (x.mine(fmt=("--texts", os.path.dirname(x.file(
+        "b/queries.jsonl", "{}\n")))), "corpus.jsonl")
+    c["query texts alone"] = lambda x: (x.mine(fmt=("--query-texts", str(x.d / "beir" /
+                                                                         "queries.jsonl"))),
+                                        "--doc-texts")
+    c["texts and query texts"] = lambda x: (x.mine(fmt=(
+        "--texts", str(x.d / "beir"), "--query-texts", str(x.d / "beir" / "queries.jsonl"),
+        "--doc-texts", str(x.d / "beir" / "corpus.jsonl"))), "--texts")
+    c["doc texts not utf-8"] = lambda x: (x.mine(fmt=(
+        "--query-texts", str(x.d / "beir" / "queries.jsonl"), "--doc-texts",
+        x.file("docs.tsv", b"doc0\tcaf\xe9\n")), ), "not UTF-8")
+    c["doc texts bad json"] = lambda x: (x.mine(fmt=(
+        "--query-texts", str(x.d / "beir" / "queries.jsonl"), "--doc-texts",
+        x.file("docs.jsonl", '{"_id": "doc0", "text": "a"}\n{"_id": \n'))), "line 2")
+    c["doc texts missing ids"] = lambda x: (x.mine(fmt=(
+        "--query-texts", str(x.d / "beir" / "queries.jsonl"), "--doc-texts",
+        x.file("docs.tsv", "".join(f"doc{j}\tt\n" for j in range(N_D) if j != 321)))),
+        "'doc321'")
+    c["query texts duplicate"] = lambda x: (x.mine(fmt=(
+        "--query-texts", x.file("qt.tsv", "".join(f"q{i}\tt\n" for i in range(N_Q)) + "q3\tx\n"),
+        "--doc-texts", str(x.d / "beir" / "corpus.jsonl"))), "second time")
+    c["doc texts null text"] = lambda x: (x.mine(fmt=(
+        "--query-texts", str(x.d / "beir" / "queries.jsonl"), "--doc-texts",
+        x.file("docs.jsonl", '{"_id": "doc0", "text": null}\n'))), "'text' must be a string")
+    # ---- mine: output location
+    c["out under a file"] = lambda x: (x.mine(out=x.file("f.txt", "x") + "/run"), "f.txt")
+    c["out is a file"] = lambda x: (x.mine(out=x.file("f.txt", "x")), "f.txt")
+    c["out in /proc"] = lambda x: (x.mine(out="/proc/simans-fast-test/run"), "/proc")
+    c["out in /sys"] = lambda x: (x.mine(out="/sys/simans-fast-test"), "/sys")
+    c["out holds a run"] = lambda x: (x.mine(out=str(shutil.copytree(x.run, x.t / "r"))),
+                                      "--resume")
+    c["input inside out"] = lambda x: (x.mine(out=str(x.t / "r2"), queries=(
+        lambda p: (os.makedirs(os.path.dirname(p)), shutil.copy(x.d / "Q.npy", p), p)[-1])(
+        str(x.t / "r2" / "candidates" / "Q.npy"))), "--queries")
+    # ---- sample
+    c["sample candidates missing"] = lambda x: (x.sample(cand=x.t / "nothing"), "nothing")
+    c["sample candidates is a file"] = lambda x: (x.sample(cand=x.file("c.txt", "x")), "c.txt")
+    c["sample header cut"] = lambda x: (x.sample(cand=_tamper(x, lambda d: (
+        d / "header.json").write_bytes((d / "header.json").read_bytes()[:50]))), "header.json")
+    c["sample header n zero"] = lambda x: (x.sample(cand=_tamper(x, lambda d: _edit_json(
+        d / "header.json", lambda h: h["parameters"].update(n=0)))), "parameters.n")
+    c["sample header kernel odd"] = lambda x: (x.sample(cand=_tamper(x, lambda d: _edit_json(
+        d / "header.json", lambda h: h["parameters"].update(kernel=None)))), "parameters.kernel")
+    c["sample array pickle"] = lambda x: (x.sample(cand=_tamper(x, lambda d: np.save(
+        d / "positive_scores.npy", np.array([None], dtype=object), allow_pickle=True))),
+        "positive_scores.npy")
+    c["sample array truncated"] = lambda x: (x.sample(cand=_tamper(x, lambda d: (
+        d / "candidate_ids.npy").write_bytes((d / "candidate_ids.npy").read_bytes()[:-40]))),
+        "candidate_ids.npy")
+    c["sample array shifted"] = lambda x: (x.sample(cand=_tamper(x, _shift_scores)), "sha256")
+    c["sample ids out of range"] = lambda x: (x.sample(cand=_tamper(
+        x, _ids_out_of_range_with_fixed_digest)), "candidate_ids.npy")
+    c["sample epoch negative"] = lambda x: (["sample", "--candidates", str(x.run), "--epoch",
+                                             "-1", "--out", str(x.t / "e.tsv")], "--epoch")
+    c["sample epoch 2**64"] = lambda x: (["sample", "--candidates", str(x.run), "--epoch",
+                                          str(2 ** 64), "--out", str(x.t / "e.tsv")], "--epoch")
+    c["sample out is a dir"] = lambda x: (x.sample("--format", "simxns", out=x.t), "directory")
+    c["sample out parent missing"] = lambda x: (x.sample(out=x.t / "no" / "e.tsv"), "create it")
+    c["sample out under a file"] = lambda x: (x.sample(out=x.file("f", "x") + "/e.tsv"), "is a file")
+    c["sample out in /proc"] = lambda x: (x.sample(out="/proc/e.tsv"), "/proc")
+    c["sample out inside candidates"] = lambda x: (x.sample(
+        cand=x.cand(), out=x.t / "cand" / "header.tsv"), "inside the candidates")
+    c["sample out replaces texts"] = lambda x: (x.sample(
+        "--format", "tevatron-legacy", "--query-texts", x.file("qt.jsonl", (
+            x.d / "beir" / "queries.jsonl").read_text()),
+        "--doc-texts", str(x.d / "beir" / "corpus.jsonl"), out=x.t / "qt.jsonl"), "qt.jsonl")
+    c["sample ext mismatch"] = lambda x: (x.sample("--format", "trec",
+                                                   out=x.t / "e.parquet"), "--format trec")
+    c["sample st without texts"] = lambda x: (x.sample(out=x.t / "e.parquet"), "--ids-only")
+    c["sample tevatron jsonl no texts"] = lambda x: (x.sample(out=x.t / "e.jsonl"), "--ids-only")
+    c["sample texts not utf-8"] = lambda x: (x.sample(
+        "--query-texts", x.file("qt.tsv", b"q0\t\xff\n"), "--doc-texts",
+        str(x.d / "beir" / "corpus.jsonl"), "--format", "simxns"), "not UTF-8")
+    c["sample doc texts missing"] = lambda x: (x.sample(
+        "--query-texts", str(x.d / "beir" / "queries.jsonl"), "--doc-texts",
+        x.file("dt.tsv", "doc0\tonly one\n"), out=x.t / "e.jsonl"), "no text for")
+    c["sample window bad"] = lambda x: (x.sample("--window", "3-"  "x"), "--window")
+    c["sample n zero"] = lambda x: (x.sample("--n", "0"), "--n 0")
+    c["sample n above k"] = lambda x: (x.sample("--n", str(K + 1)), f"--n {K + 1}")
+    c["sample on-short raise"] = lambda x: (x.sample(
+        "--texts", str(x.d / "beir"), "--format", "sentence-transformers", "--on-short",
+        "raise", "--strategy", "top", "--max-score", "30", out=x.t / "e.parquet"),
+        "--on-short raise")
+    # ---- inspect and demo
+    c["inspect rows negative"] = lambda x: (["inspect", str(x.run), "--rows", "-1"], "--rows")
+    c["inspect missing"] = lambda x: (["inspect", str(x.t / "nope")], "nope")
+    c["inspect not utf-8"] = lambda x: (["inspect", x.file("n.jsonl", b'{"a": "\xff"}\n')],
+                                        "not UTF-8")
+    c["inspect garbage jsonl"] = lambda x: (["inspect", x.file("n.jsonl", "{oops\n")], "n.jsonl")
+    c["inspect bad tevatron"] = lambda x: (["inspect", x.file(
+        "n.jsonl", '{"query_id": "q", "positive_document_ids": 3, '
+                   '"negative_document_ids": []}\n')], "n.jsonl")
+    c["inspect bad parquet"] = lambda x: (["inspect", x.file("n.parquet", b"PAR1xxxx")],
+                                          "n.parquet")
+    c["inspect bad trec"] = lambda x: (["inspect", x.file("n.trec", "q Q0 d x 1 t\n")],
+                                       "n.trec")
+    c["inspect sampler meta cut"] = lambda x: (["inspect", os.path.dirname(x.file(
+        "smp/meta.json", '{"format": "simans'))], "meta.json")
+    c["inspect candidates pickle"] = lambda x: (["inspect", str(_tamper(x, lambda d: np.save(
+        d / "candidate_ids.npy", np.array([None], dtype=object), allow_pickle=True)))],
+        "candidate_ids.npy")
+    c["demo out under a file"] = lambda x: (["demo", "--out", x.file("f", "x") + "/d"], "--out")
+    c["out/candidates is a file"] = lambda x: (x.mine("--resume", out=os.path.dirname(x.file(
+        "r3/candidates", "x"))), "candidates")
+    c["demo seed negative"] = lambda x: (["demo", "--seed", "-1", "--no-plot"], "--seed")
+    return c
+
+
+BAD = _bad_cases()
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_malformed_input_is_one_line_exit_2_and_writes_nothing(data, baseline, tmp_path, capsys,
+                                                               case):
+    ctx = _Ctx(data, baseline, tmp_path / "w")
+    ctx.t.mkdir()
+    argv, culprit = BAD[case](ctx)
+    argv = [str(a) for a in argv]
+    before = _snapshot(tmp_path, data, baseline[0])
+    capsys.readouterr()
+    rc = main(argv)
+    cap = capsys.readouterr()
+    assert rc == 2, (rc, cap.err)
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1, cap.err
+    assert lines[0].startswith("simans-fast: error:"), lines[0]
+    assert culprit in lines[0], lines[0]
+    assert "Traceback" not in cap.err + cap.out
+    assert _snapshot(tmp_path, data, baseline[0]) == before  # nothing written, nothing removed
+
+
+@pytest.mark.parametrize("case", ["queries pickle", "qrels not utf-8", "out under a file",
+                                  "sample array truncated", "n not a number",
+                                  "inspect bad parquet"])
+def test_malformed_input_in_a_subprocess_has_no_traceback(data, baseline, tmp_path, case):
+    ctx = _Ctx(data, baseline, tmp_path / "w")
+    ctx.t.mkdir()
+    argv, culprit = BAD[case](ctx)
+    r = _run([str(a) for a in argv], cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    assert culprit in r.stderr
 
 
 def test_existing_run_needs_resume_or_overwrite(data, baseline, tmp_path, capsys):
     out, hashes = baseline
     copy = tmp_path / "run"
-    import shutil
-
     shutil.copytree(out, copy)
     assert main(_mine_args(data, copy)) == 2
     assert "--resume" in capsys.readouterr().err
@@ -276,18 +666,106 @@ def test_existing_run_needs_resume_or_overwrite(data, baseline, tmp_path, capsys
     assert _hashes(copy) == hashes
     # resuming it with the same parameters reuses the candidates, same bytes
     assert main(_mine_args(data, copy, "--resume")) == 0
+    assert "verified and reused" in capsys.readouterr().out
     assert _hashes(copy) == hashes
     assert main(_mine_args(data, copy, "--overwrite", "--n", "3")) == 0
     assert sio.load_candidates(str(copy / "candidates")).parameters["n"] == 3
 
 
-# ------------------------------------------------------------------------------ kill + resume
-@pytest.mark.parametrize("point", ["chunk-tmp:1", "chunk:2", "assemble", "candidates",
-                                   "negatives"])
-def test_sigkill_then_resume_is_byte_identical(data, baseline, tmp_path, point):
+# ------------------------------------------------------------------------------ resume verifies
+def _truncate(p):
+    p.write_bytes(p.read_bytes()[:-64])
+
+
+def _roll(p):
+    a = np.load(p)
+    np.save(p, np.roll(a, 1, axis=0))
+
+
+RESUME_DAMAGE = {
+    "scores truncated": (lambda c: _truncate(c / "candidate_scores.npy"), "candidate_scores"),
+    "scores shifted": (lambda c: _roll(c / "candidate_scores.npy"), "sha256"),
+    "ids shifted": (lambda c: _roll(c / "candidate_ids.npy"), "sha256"),
+    "positives shifted, digest fixed": (lambda c: (_roll(c / "positive_ids.npy"), _edit_json(
+        c / "header.json", lambda h: h["arrays"]["positive_ids"].update(
+            sha256=sio.file_sha256(str(c / "positive_ids.npy"))))), "positive_ids"),
+    "parameter a edited": (lambda c: _edit_json(c / "header.json", lambda h: h[
+        "parameters"].update(a=2.0)), "parameters.a"),
+    "parameter margin added": (lambda c: _edit_json(c / "header.json", lambda h: h[
+        "parameters"].update(margin=0.0)), "parameters.margin"),
+    "n as a float": (lambda c: _edit_json(c / "header.json", lambda h: h[
+        "parameters"].update(n=float(N))), "parameters.n"),
+    "job edited": (lambda c: _edit_json(c / "header.json", lambda h: h["provenance"]["job"][
+        "parameters"].update(seed=4)), "different"),
+    "header cut": (lambda c: (c / "header.json").write_text('{"format": "simans-fast-can'),
+                   "header.json"),
+    "array pickled": (lambda c: np.save(c / "candidate_ids.npy", np.array(
+        [None], dtype=object), allow_pickle=True), "candidate_ids.npy"),
+    "doc ids edited": (lambda c: (c / "doc_ids.txt").write_text(
+        "".join(f"doc{j}\n" for j in range(N_D - 1)) + "other\n"), "doc_ids.txt"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_DAMAGE))
+def test_resume_verifies_the_candidates_it_reuses(data, baseline, tmp_path, capsys, case):
+    out, _ = baseline
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    os.unlink(copy / "negatives.epoch0.jsonl")  # as if killed after the candidates were done
+    damage, culprit = RESUME_DAMAGE[case]
+    damage(copy / "candidates")
+    before = _snapshot(copy)
+    capsys.readouterr()
+    assert main(_mine_args(data, copy, "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and culprit in err[0], err
+    assert _snapshot(copy) == before  # nothing reused, nothing written
+
+
+def test_resume_redoes_damaged_chunk_checkpoints(data, baseline, tmp_path):
     _, want = baseline
     out = tmp_path / "run"
     r = _run(_mine_args(data, out, "--threads", "2"), cwd=tmp_path,
+             SIMANS_FAST_TEST_KILL_AT="chunk:3")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    chunks = out / ".simans-work" / "chunks"
+    _truncate(chunks / "c0000000" / "candidate_scores.npy")
+    _roll(chunks / "c0000001" / "candidate_ids.npy")  # same shape: only the digest tells
+    np.save(chunks / "c0000002" / "positive_scores.npy", np.array([None], dtype=object),
+            allow_pickle=True)
+    (chunks / "c0000003" / "manifest.json").write_text("{")
+    r = _run(_mine_args(data, out, "--resume", "--threads", "1"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "4 damaged chunk checkpoint(s) discarded" in r.stderr
+    assert _hashes(out) == want
+
+
+def test_resume_with_an_unreadable_job_file_starts_over(data, baseline, tmp_path):
+    _, want = baseline
+    out = tmp_path / "run"
+    r = _run(_mine_args(data, out, "--threads", "1"), cwd=tmp_path,
+             SIMANS_FAST_TEST_KILL_AT="chunk:1")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    (out / ".simans-work" / "job.json").write_bytes(b'{"k": 3\xff')
+    r = _run(_mine_args(data, out, "--resume", "--threads", "1"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "unreadable" in r.stderr
+    assert _hashes(out) == want
+
+
+# ------------------------------------------------------------------------------ kill + resume
+@pytest.mark.parametrize("point,kill_threads,resume_threads", [
+    ("chunk-tmp:1", "2", None), ("chunk:2", "2", None), ("assemble", "2", None),
+    ("candidates", "2", None), ("negatives", "2", None),
+    ("commit:negatives.epoch0.jsonl", "2", None),  # killed while the negatives file is written
+    ("commit:negatives.epoch0.jsonl", "1", None),  # the temp file only: any thread count
+    ("chunk:2", "1", "2"),  # another --threads after the kill
+])
+def test_sigkill_then_resume_is_byte_identical(data, baseline, tmp_path, point, kill_threads,
+                                               resume_threads):
+    _, want = baseline
+    out = tmp_path / "run"
+    r = _run(_mine_args(data, out, "--threads", kill_threads), cwd=tmp_path,
              SIMANS_FAST_TEST_KILL_AT=point)
     assert r.returncode == -signal.SIGKILL, r.stderr
     neg = out / "negatives.epoch0.jsonl"
@@ -296,9 +774,12 @@ def test_sigkill_then_resume_is_byte_identical(data, baseline, tmp_path, point):
     if point in ("chunk-tmp:1", "chunk:2"):
         done = [n for n in os.listdir(out / ".simans-work" / "chunks") if not n.startswith(".")]
         assert len(done) == int(point[-1]) + (0 if point.startswith("chunk-tmp") else 1)
-    r = _run(_mine_args(data, out, "--resume"), cwd=tmp_path)
+    if point.startswith("commit:"):  # the full temp file is there, not yet renamed
+        assert [n for n in os.listdir(out) if n.startswith(".negatives.epoch0.jsonl.")]
+    extra = ["--threads", resume_threads] if resume_threads else []
+    r = _run(_mine_args(data, out, "--resume", *extra), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert _hashes(out) == want
+    assert _hashes(out) == want  # same bytes, no temp file left behind
 
 
 def test_external_sigkill_at_random_moments_then_resume(data, baseline, tmp_path):
@@ -326,36 +807,51 @@ def test_external_sigkill_at_random_moments_then_resume(data, baseline, tmp_path
     assert _hashes(out) == want
 
 
+def test_tevatron_with_texts_killed_while_writing_its_corpus(data, tmp_path):
+    """Two files (training records + corpus): a kill at either rename leaves no debris."""
+    texts = ("--texts", str(data / "beir"))
+    ref = tmp_path / "ref"
+    assert main(_mine_args(data, ref, *texts, fmt=())) == 0
+    want = _hashes(ref)
+    assert "negatives.epoch0.corpus.jsonl" in want
+    for point in ("commit:negatives.epoch0.corpus.jsonl", "commit:negatives.epoch0.jsonl"):
+        out = tmp_path / point.replace(":", "_")
+        r = _run(_mine_args(data, out, *texts, fmt=()), cwd=tmp_path,
+                 SIMANS_FAST_TEST_KILL_AT=point)
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        assert [n for n in os.listdir(out) if n.endswith(".tmp")]
+        assert main(_mine_args(data, out, "--resume", *texts, fmt=())) == 0
+        assert _hashes(out) == want
+
+
+def test_sample_killed_while_writing_then_rerun_cleans_up(baseline, tmp_path):
+    out, _ = baseline
+    dest = tmp_path / "e3.tsv"
+    args = ["sample", "--candidates", str(out), "--epoch", "3", "--out", str(dest)]
+    r = _run(args, cwd=tmp_path, SIMANS_FAST_TEST_KILL_AT="commit:e3.tsv")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert not dest.exists() and len(os.listdir(tmp_path)) == 1  # only the temp file
+    r = _run(args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(tmp_path) == ["e3.tsv"]
+
+
 @pytest.mark.parametrize("flags", [["--strategy", "top", "--skip", "2"],
                                    ["--strategy", "uniform", "--window", "3-12"],
                                    ["--margin", "0.5"]])
 def test_sample_with_strategy_flags(data, baseline, tmp_path, flags):
     """The CLI exposes sf.select_negatives: same negatives as the Python call on the candidates."""
     out, _ = baseline
-    dest = tmp_path / "neg.jsonl"
+    dest = tmp_path / "neg.tsv"
     rc = main(["sample", "--candidates", str(out), "--epoch", "1", "--out", str(dest),
-               "--format", "tevatron", "--no-progress", *flags])
+               "--format", "simxns", "--no-progress", *flags])
     assert rc == 0
     cf = sio.load_candidates(str(out / "candidates"))
     cids = np.asarray(cf.candidate_ids)
-    pscores = np.asarray(cf.positive_scores)
-    opts = {"strategy": "simans", "skip": 0, "window": None, "margin": None}
-    it = iter(flags)
-    for f, v in zip(it, it):
-        key = f[2:]
-        opts[key] = {"skip": int, "margin": float}.get(key, str)(v)
-    if opts["window"]:
-        lo, hi = opts["window"].split("-")
-        opts["window"] = (int(lo), int(hi))
-    want = sf.select_negatives(cids, np.asarray(cf.candidate_scores),
-                               pscores[:, 0] if pscores.shape[1] == 1 else pscores, N,
-                               seed=3, epoch=1, **opts)
+    want = _reference(cf, flags, 1)
     recs = sio.read_negatives(str(dest))
     got = [r["negatives"] for r in recs]
     assert got == [[cf.doc_ids[j] for j in row if j >= 0] for row in want]
-    if opts["strategy"] == "top":
+    if flags[:2] == ["--strategy", "top"]:
         # the n best after skipping 2: candidate columns 2..2+N (rows are in rank order)
-        assert [r["negatives"] for r in recs][0] == [cf.doc_ids[j] for j in cids[0, 2:2 + N]]
-    bad = main(["sample", "--candidates", str(out), "--epoch", "1", "--out",
-                str(tmp_path / "bad.jsonl"), "--format", "tevatron", "--window", "x"])
-    assert bad == 2 and not (tmp_path / "bad.jsonl").exists()
+        assert got[0] == [cf.doc_ids[j] for j in cids[0, 2:2 + N]]

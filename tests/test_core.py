@@ -55,13 +55,16 @@ def test_log_weights_match_reference(kernel, dtype):
     s = rng.normal(0, 3, (50, 30)).astype(dtype)
     s[3, 4] = np.nan
     s[5, :] = -np.inf
-    s[6, 7] = np.inf
     pos = rng.normal(0, 3, 50)
     got = sf.ambiguity_log_weights(s, pos, a=0.7, b=0.3, kernel=kernel)
     ref = naive.log_weights(s, pos, 0.7, 0.3, kernel)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, ref)
-    assert np.isneginf(got[3, 4]) and np.isneginf(got[5]).all() and np.isneginf(got[6, 7])
+    assert np.isneginf(got[3, 4]) and np.isneginf(got[5]).all()
+    # +inf is no padding marker (it has no log-weight): an error naming the entry (issue 8)
+    s[6, 7] = np.inf
+    with pytest.raises(ValueError, match=r"scores is \+inf at index \(6, 7\)"):
+        sf.ambiguity_log_weights(s, pos, a=0.7, b=0.3, kernel=kernel)
 
 
 def test_log_weights_no_underflow_and_clamp():

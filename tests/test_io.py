@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import warnings
 
 import numpy as np
 import pytest
@@ -106,8 +107,10 @@ def test_read_qrels_errors_and_skip_missing(tmp_path):
     with pytest.raises(sio.InputError) as e:
         sio.read_qrels(str(p), q, d, query_arg="--query-ids qids.txt")
     msg = str(e.value)
-    assert str(p) in msg and "'q9'" in msg and "line 2" in msg and "--skip-missing-qrels" in msg
+    assert str(p) in msg and "'q9'" in msg and "line 2" in msg and "skip_missing=True" in msg
     assert "--query-ids qids.txt" in msg and "\n" not in msg
+    with pytest.raises(sio.InputError, match="pass --skip-missing-qrels"):  # the CLI's names
+        sio.read_qrels(str(p), q, d, arg="--qrels", skip_arg="--skip-missing-qrels")
     indptr, ids, info = sio.read_qrels(str(p), q, d, skip_missing=True)
     np.testing.assert_array_equal(indptr, [0, 1, 1])
     assert info["n_skipped"] == 2
@@ -225,6 +228,8 @@ def test_candidates_header_errors(tmp_path):
 
 # ------------------------------------------------------------------------------ negatives
 def _epoch(texts=False):
+    """3 queries: q1 two positives and 3 negatives, q2 one positive and 2 negatives (short),
+    q3 no positive (3 fallback negatives)."""
     qids = ["q1", "q2", "q3"]
     dids = [f"d{j}" for j in range(10)]
     pos = np.array([[4, 7], [5, -1], [-1, -1]], np.int64)
@@ -239,60 +244,169 @@ def _epoch(texts=False):
     return e
 
 
-def _expected(e):
+def _expected(e, training=False):
     out = []
     for i, q in enumerate(e.query_ids):
         pos = [e.doc_ids[r] for r in e.positive_rows[i] if r >= 0]
         negs = [e.doc_ids[r] for r in e.negative_rows[i] if r >= 0]
+        if training and not (pos and negs):
+            continue  # a training record needs a positive and a negative
         out.append((q, pos, negs))
     return out
 
 
-@pytest.mark.parametrize("texts", [False, True])
-def test_tevatron_round_trip(tmp_path, texts):
-    e = _epoch(texts)
+def _jsonl(p):
+    return [json.loads(x) for x in open(p, encoding="utf-8").read().splitlines()]
+
+
+def test_tevatron_2x_records_and_corpus_follow_its_schema(tmp_path):
+    """Tevatron 2.x (tevatron/retriever/dataset.py, TrainDataset): a training record is
+    {query_id, query_text, positive_document_ids, negative_document_ids}; documents come from a
+    corpus of {docid, title, text} looked up by docid; it picks positive_document_ids[x % len]
+    (so the list must not be empty) and draws negatives from negative_document_ids."""
+    import datasets
+
+    e = _epoch(texts=True)
+    p = str(tmp_path / "train.jsonl")
+    with pytest.warns(UserWarning, match="1 without a positive"):
+        stats = sio.write_negatives(p, e, "tevatron")
+    corpus = str(tmp_path / "train.corpus.jsonl")
+    assert stats["corpus_path"] == corpus == sio.tevatron_corpus_path(p)
+    assert stats["rows"] == 2 and stats["dropped_no_positive"] == 1
+    recs = _jsonl(p)
+    docs = _jsonl(corpus)
+    for r in recs:
+        assert list(r) == ["query_id", "query_text", "positive_document_ids",
+                           "negative_document_ids"]
+        assert isinstance(r["query_text"], str) and r["query_text"]
+        assert r["positive_document_ids"] and r["negative_document_ids"]
+        assert all(isinstance(x, str) for x in r["positive_document_ids"]
+                   + r["negative_document_ids"])
+    for d in docs:
+        assert list(d) == ["docid", "title", "text"]
+        assert all(isinstance(v, str) for v in d.values())
+    want = _expected(e, training=True)
+    assert [(r["query_id"], r["positive_document_ids"], r["negative_document_ids"])
+            for r in recs] == want
+    assert [r["query_text"] for r in recs] == [e.query_texts[q][1] for q, _, _ in want]
+    named = {x for _, pos, negs in want for x in pos + negs}
+    assert [d["docid"] for d in docs] == sorted(named, key=e.doc_ids.index)  # corpus row order
+    # read both back the way Tevatron does: datasets' json loader, docid -> row of the corpus
+    train = datasets.load_dataset("json", data_files=p, split="train")
+    cor = datasets.load_dataset("json", data_files=corpus, split="train")
+    index = {d: i for i, d in enumerate(cor["docid"])}
+    for g in train:
+        q = g.get("query_text", "") or ""
+        assert q == e.query_texts[g["query_id"]][1]
+        for epoch in range(3):
+            did = g["positive_document_ids"][(7 + epoch) % len(g["positive_document_ids"])]
+            assert cor[index[did]]["text"] == e.doc_texts[did][1]
+        for did in g["negative_document_ids"]:
+            assert (cor[index[did]]["title"], cor[index[did]]["text"]) == e.doc_texts[did]
+    # read back by this package too
+    assert sio.detect_format(p) == "tevatron" and sio.detect_format(corpus) == "tevatron-corpus"
+    back = sio.read_negatives(p)
+    assert [(r["query_id"], r["positives"], r["negatives"]) for r in back] == want
+    assert [r["query"] for r in back] == [r["query_text"] for r in recs]
+    with pytest.raises(sio.InputError, match="corpus file"):
+        sio.read_negatives(corpus)
+
+
+def test_tevatron_needs_texts_unless_ids_only(tmp_path):
+    e = _epoch(texts=False)
+    p = str(tmp_path / "t.jsonl")
+    with pytest.raises(ValueError, match="query_text.*ids_only=True"):
+        sio.write_negatives(p, e, "tevatron")
+    for fmt in ("tevatron-legacy", "sentence-transformers"):
+        with pytest.raises(ValueError, match="needs query and document texts"):
+            sio.write_negatives(p, e, fmt)
+    assert os.listdir(tmp_path) == []
+    with pytest.warns(UserWarning):
+        stats = sio.write_negatives(p, e, "tevatron", ids_only=True)
+    assert "corpus_path" not in stats and os.listdir(tmp_path) == ["t.jsonl"]
+    recs = _jsonl(p)
+    assert all(list(r) == ["query_id", "positive_document_ids", "negative_document_ids"]
+               for r in recs)
+    assert [(r["query_id"], r["positive_document_ids"], r["negative_document_ids"])
+            for r in recs] == _expected(e, training=True)
+    with pytest.raises(ValueError, match="tevatron-legacy"):
+        sio.write_negatives(p, _epoch(True), "tevatron-legacy", ids_only=True)
+    with pytest.raises(ValueError, match="corpus_path"):
+        sio.write_negatives(p, _epoch(True), "tevatron", corpus_path=p)
+
+
+def test_tevatron_legacy_round_trip(tmp_path):
+    e = _epoch(texts=True)
     p = str(tmp_path / "neg.jsonl")
-    sio.write_negatives(p, e, "tevatron")
-    assert sio.detect_format(p) == "tevatron"
+    with pytest.warns(UserWarning):
+        sio.write_negatives(p, e, "tevatron-legacy")
+    assert sio.detect_format(p) == "tevatron-legacy"
     recs = sio.read_negatives(p)
-    for rec, (q, pos, negs) in zip(recs, _expected(e), strict=True):
-        assert rec["query_id"] == q and rec["positives"] == pos and rec["negatives"] == negs
-        if texts:
-            assert rec["query"] == e.query_texts[q][1]
-            for psg in rec["positive_passages"] + rec["negative_passages"]:
-                assert (psg["title"], psg["text"]) == e.doc_texts[psg["docid"]]
+    assert [(r["query_id"], r["positives"], r["negatives"]) for r in recs] == \
+        _expected(e, training=True)
+    for rec in recs:
+        assert rec["query"] == e.query_texts[rec["query_id"]][1]
+        for psg in rec["positive_passages"] + rec["negative_passages"]:
+            assert (psg["title"], psg["text"]) == e.doc_texts[psg["docid"]]
     first = json.loads(open(p, encoding="utf-8").readline())
-    if texts:
-        assert set(first) == {"query_id", "query", "positive_passages", "negative_passages"}
-    else:
-        assert set(first) == {"query_id", "positive_document_ids", "negative_document_ids"}
+    assert list(first) == ["query_id", "query", "positive_passages", "negative_passages"]
 
 
 @pytest.mark.parametrize("ext", [".jsonl", ".parquet"])
 @pytest.mark.parametrize("texts", [False, True])
-def test_sentence_transformers_round_trip(tmp_path, ext, texts):
+def test_sentence_transformers_rows_follow_the_one_policy(tmp_path, ext, texts):
+    """No null anywhere: rows without a positive are dropped, short rows cycle their own
+    negatives (st_fill_negatives, shared with to_sentence_transformers)."""
     e = _epoch(texts)
     p = str(tmp_path / ("neg" + ext))
-    sio.write_negatives(p, e, "sentence-transformers")
+    with pytest.warns(UserWarning, match="1 without a positive"):
+        stats = sio.write_negatives(p, e, "sentence-transformers", ids_only=not texts)
+    assert stats["rows"] == 2 and stats["short"] == 1
     assert sio.detect_format(p) == "sentence-transformers"
-    recs = sio.read_negatives(p)
-    exp = _expected(e)
-    if texts:
-        def tx(d):
-            t, x = e.doc_texts[d]
-            return f"{t} {x}" if t else x
-        exp = [(e.query_texts[q][1], [tx(d) for d in pos[:1]], [tx(d) for d in negs])
-               for q, pos, negs in exp]
-    else:
-        exp = [(q, pos[:1], negs) for q, pos, negs in exp]
-    for rec, (anchor, pos, negs) in zip(recs, exp, strict=True):
-        assert rec["query"] == anchor and rec["positives"] == pos and rec["negatives"] == negs
+
+    def tx(d):
+        if not texts:
+            return d
+        t, x = e.doc_texts[d]
+        return f"{t} {x}" if t else x
+
+    want = [((e.query_texts[q][1] if texts else q), tx(pos[0]),
+             [tx(negs[j % len(negs)]) for j in range(e.n)])
+            for q, pos, negs in _expected(e, training=True)]
     if ext == ".parquet":
         import pyarrow.parquet as pq
 
         t = pq.read_table(p)
         assert t.column_names == ["anchor", "positive", "negative_1", "negative_2", "negative_3"]
-        assert t.column("negative_3").to_pylist()[1] is None  # padding is null
+        rows = t.to_pylist()
+    else:
+        rows = _jsonl(p)
+    assert all(v is not None for r in rows for v in r.values())
+    assert [(r["anchor"], r["positive"], [r[f"negative_{j + 1}"] for j in range(e.n)])
+            for r in rows] == want
+    assert want[1][2][2] == want[1][2][0]  # q2 had 2 negatives: the first one repeats
+
+
+def test_sentence_transformers_on_short_drop_and_raise(tmp_path):
+    e = _epoch(texts=True)
+    p = str(tmp_path / "neg.jsonl")
+    with pytest.warns(UserWarning, match="fewer than n=3"):
+        stats = sio.write_negatives(p, e, "sentence-transformers", on_short="drop")
+    assert stats["rows"] == 1 and stats["dropped_short"] == 1
+    assert [r["anchor"] for r in _jsonl(p)] == [e.query_texts["q1"][1]]
+    os.unlink(p)
+    with pytest.raises(ValueError, match="on_short='raise'.*'q2'"):
+        sio.write_negatives(p, e, "sentence-transformers", on_short="raise")
+    with pytest.raises(ValueError, match="on_short must be"):
+        sio.write_negatives(p, e, "sentence-transformers", on_short="pad")
+    e.positive_rows[:] = -1  # nothing left to write: an error, not an empty training file
+    with pytest.raises(ValueError, match="would be empty"):
+        sio.write_negatives(p, e, "sentence-transformers")
+    assert os.listdir(tmp_path) == []
+    assert sio.st_fill_negatives(["a", "b"], 5) == ["a", "b", "a", "b", "a"]
+    assert sio.st_fill_negatives(["a", "b"], 5, "drop") is None
+    assert sio.st_fill_negatives([], 2) is None
+    assert sio.st_fill_negatives(["a", "b", "c"], 2) == ["a", "b"]
 
 
 def test_trec_run_round_trip(tmp_path):
@@ -311,6 +425,8 @@ def test_trec_run_round_trip(tmp_path):
         assert rec["negative_ranks"] == e.negative_ranks[i][sel][order].tolist()
         np.testing.assert_array_equal(np.float32(rec["negative_scores"]),
                                       e.negative_scores[i][sel][order])
+    with pytest.raises(ValueError, match="tag"):
+        sio.write_negatives(p, e, "trec", tag="two words")
 
 
 @pytest.mark.parametrize("texts", [False, True])
@@ -331,24 +447,50 @@ def test_simxns_round_trip(tmp_path, texts):
         "what is q1? with tab" if texts else "")
 
 
-@pytest.mark.parametrize("fmt,ext", [("tevatron", ".jsonl"), ("sentence-transformers", ".parquet"),
+@pytest.mark.parametrize("fmt,ext", [("tevatron", ".jsonl"), ("tevatron-legacy", ".jsonl"),
+                                     ("sentence-transformers", ".parquet"),
                                      ("trec", ".trec"), ("simxns", ".tsv")])
 def test_writers_are_deterministic_and_atomic(tmp_path, fmt, ext):
     e = _epoch(texts=fmt != "trec")
     a, b = str(tmp_path / ("a" + ext)), str(tmp_path / ("b" + ext))
-    sio.write_negatives(a, e, fmt)
-    sio.write_negatives(b, e, fmt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        sio.write_negatives(a, e, fmt)
+        sio.write_negatives(b, e, fmt)
     assert open(a, "rb").read() == open(b, "rb").read()
-    assert sorted(os.listdir(tmp_path)) == sorted(["a" + ext, "b" + ext])
-    # a failure while writing (a text is missing) leaves neither the file nor a temp file
-    if e.doc_texts is not None:
-        e.doc_texts = {}
-        e.query_texts = {}
-    c = str(tmp_path / ("c" + ext))
+    written = sorted(os.listdir(tmp_path))
+    if fmt == "tevatron":
+        assert written == ["a.corpus.jsonl", "a.jsonl", "b.corpus.jsonl", "b.jsonl"]
+    else:
+        assert written == sorted(["a" + ext, "b" + ext])
+    # a missing text is found before anything is written: no file, no temp file
     if fmt != "trec":
-        with pytest.raises(KeyError):
+        del e.doc_texts["d2"]
+        del e.query_texts["q2"]
+        c = str(tmp_path / ("c" + ext))
+        with pytest.raises(ValueError, match=r"neg\.(query|doc)_texts has no text"):
             sio.write_negatives(c, e, fmt)
-        assert sorted(os.listdir(tmp_path)) == sorted(["a" + ext, "b" + ext])
+        assert sorted(os.listdir(tmp_path)) == written
+
+
+def test_kill_mid_write_leaves_a_temp_that_is_found_and_removed(tmp_path):
+    """A writer killed before its rename leaves `.name.XXXXXXXX.tmp`; remove_stale_temp_files
+    finds exactly those (files and directories) and nothing else."""
+    target = tmp_path / "neg.jsonl"
+    stale = [tmp_path / ".neg.jsonl.ab_c1234.tmp", tmp_path / ".neg.jsonl.zzzzzzzz.tmp"]
+    for s in stale:
+        s.write_text("half")
+    (tmp_path / ".neg.jsonl.dir45678.tmp").mkdir()
+    keep = [tmp_path / ".neg.jsonl.short.tmp", tmp_path / ".other.jsonl.abcdefgh.tmp",
+            tmp_path / "neg.jsonl.abcdefgh.tmp", tmp_path / ".neg.jsonl.abcdefgh.tmpx"]
+    for k in keep:
+        k.write_text("keep")
+    removed = sio.remove_stale_temp_files(str(target))
+    assert sorted(removed) == sorted([s.name for s in stale] + [".neg.jsonl.dir45678.tmp"])
+    assert sorted(os.listdir(tmp_path)) == sorted(k.name for k in keep)
+    # the writer's own temp names match the pattern
+    tmp = sio._tmp_path(str(target))
+    assert sio.remove_stale_temp_files(str(target)) == [os.path.basename(tmp)]
 
 
 def test_format_from_extension_and_detect(tmp_path):
@@ -357,7 +499,229 @@ def test_format_from_extension_and_detect(tmp_path):
     assert sio.format_from_extension("x.tsv") == "simxns"
     assert sio.format_from_extension("x.jsonl") == "tevatron"
     assert sio.format_from_extension("x.bin") is None
+    assert sio.tevatron_corpus_path("a/x.jsonl") == "a/x.corpus.jsonl"
+    assert sio.tevatron_corpus_path("a/x.txt") == "a/x.txt.corpus.jsonl"
     p = tmp_path / "odd.txt"
     p.write_text("a b c\n")
     with pytest.raises(sio.InputError, match="not a negatives file"):
         sio.detect_format(str(p))
+
+
+@pytest.mark.parametrize("name,content", [
+    ("bad.jsonl", b'{"query_id": "q1", "positive_document_ids": ["d1"]}\n'),  # no negatives
+    ("bad2.jsonl", b'{"query_id": "q1", "query_text": "x", "positive_document_ids": "d1", '
+                   b'"negative_document_ids": []}\n'),
+    ("bad3.jsonl", b'{"query_id": "q1", "positive_document_ids": [], '
+                   b'"negative_document_ids": []}\n{not json\n'),
+    ("bad4.jsonl", b'{"anchor": "a"}\n'),
+    ("bad5.jsonl", b'{"query_id": "q", "query": "x", "positive_passages": [{"title": "t"}], '
+                   b'"negative_passages": []}\n'),
+    ("bad6.jsonl", b'[1, 2]\n'),
+    ("bad7.jsonl", b'{"query_id": "q\xff"}\n'),
+    ("bad.trec", b"q1 Q0 d1 one 0.5 tag\n"),
+    ("bad2.trec", b"q1 Q0 d1 1 0.5 tag\nq1 Q0 d2\n"),
+    ("bad.tsv", b"q1\tx\td1 0.5\td2 zero\n"),
+    ("bad2.tsv", b"q1\tx\td1 0.5\td2 0.1\nq2\tx\n"),
+    ("bad.parquet", b"PAR1 this is not parquet"),
+    ("bad.txt", b"\xff\xfe\x00"),
+])
+def test_reading_malformed_negatives_is_an_input_error(tmp_path, name, content):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(sio.InputError) as e:
+        sio.read_negatives(str(p))
+    msg = str(e.value)
+    assert str(p) in msg and "\n" not in msg
+
+
+# ------------------------------------------------------------------------------ bad input files
+def test_text_files_must_be_utf8_and_name_the_line(tmp_path):
+    q = _index(["q1", "q2"])
+    d = _index(["d1", "d2"])
+    bad = b"\xe9t\xe9"  # latin-1
+    cases = [
+        ("ids.txt", b"q1\n" + bad + b"\n", lambda p: sio.read_ids(p, arg="--doc-ids")),
+        ("qrels.txt", b"q1 0 d1 1\nq2 0 " + bad + b" 1\n",
+         lambda p: sio.read_qrels(p, q, d, arg="--qrels")),
+        ("texts.tsv", b"d1\tok\nd2\t" + bad + b"\n",
+         lambda p: sio.read_texts(p, arg="--doc-texts")),
+        ("texts.jsonl", b'{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": "' + bad + b'"}\n',
+         lambda p: sio.read_texts(p, arg="--doc-texts")),
+        ("cov.jsonl", b'{"_id": "d1", "text": "' + bad + b'"}\n',
+         lambda p: sio.text_coverage(p, d, arg="--doc-texts")),
+    ]
+    for name, data, fn in cases:
+        p = tmp_path / name
+        p.write_bytes(data)
+        with pytest.raises(sio.InputError, match="not UTF-8") as e:
+            fn(str(p))
+        msg = str(e.value)
+        assert str(p) in msg and ("line 2" in msg or "line 1" in msg)
+        assert "\n" not in msg
+    # a byte-order mark is not part of the first id
+    p = tmp_path / "bom.txt"
+    p.write_bytes(b"\xef\xbb\xbfq1\r\nq2\n")
+    assert sio.read_ids(str(p)) == ["q1", "q2"]
+    p.write_bytes(b"q1\nq\x002\n")
+    with pytest.raises(sio.InputError, match="control"):
+        sio.read_ids(str(p))
+
+
+@pytest.mark.parametrize("line,match", [
+    ('{"_id": "d1", "text": null}', "'text' must be a string"),
+    ('{"_id": "d1", "text": 5}', "'text' must be a string"),
+    ('{"_id": "d1", "text": "x", "title": ["t"]}', "'title' must be a string"),
+    ('{"_id": null, "text": "x"}', "'_id' must be a non-empty string"),
+    ('{"_id": true, "text": "x"}', "'_id' must be a non-empty string"),
+    ('{"_id": "", "text": "x"}', "'_id' must be a non-empty string"),
+    ('{"_id": "d1", "text": "\\ud800"}', "surrogate"),
+    ('{"_id": "d1"}', "text field"),
+    ('"just a string"', "JSON object"),
+    ('{"_id": "d1", "text": "x"', "not JSON"),
+    ('{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}', "second time"),
+])
+def test_read_texts_jsonl_refuses_what_it_would_guess_at(tmp_path, line, match):
+    p = tmp_path / "c.jsonl"
+    p.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(sio.InputError, match=match) as e:
+        sio.read_texts(str(p), arg="--doc-texts")
+    assert str(e.value).startswith(f"--doc-texts {p}: line ")
+    with pytest.raises(sio.InputError, match=match):
+        sio.text_coverage(str(p), {"d1": 0}, arg="--doc-texts")
+
+
+def test_text_coverage_and_tsv_errors(tmp_path):
+    p = tmp_path / "c.tsv"
+    p.write_text("id\ttext\nd1\tone\nd3\tthree\tT3\nx\tnot wanted\n")
+    np.testing.assert_array_equal(sio.text_coverage(str(p), _index(["d1", "d2", "d3"])),
+                                  [True, False, True])
+    for text, match in [("d1\tone\td\te\tf\n", "5 field"), ("\tno id\n", "empty"),
+                        ("d1\tone\nd1\ttwo\n", "second time")]:
+        p.write_text(text)
+        with pytest.raises(sio.InputError, match=match):
+            sio.read_texts(str(p), arg="--doc-texts")
+
+
+def test_qrels_relevance_must_be_finite(tmp_path):
+    p = tmp_path / "q.txt"
+    for rel in ("nan", "inf", "-inf"):
+        p.write_text(f"q1 0 d1 1\nq1 0 d2 {rel}\n")
+        with pytest.raises(sio.InputError, match="line 2: relevance .* finite"):
+            sio.read_qrels(str(p), _index(["q1"]), _index(["d1", "d2"]))
+
+
+def test_read_embeddings_truncated_and_foreign_npy(tmp_path):
+    good = tmp_path / "g.npy"
+    np.save(good, np.ones((50, 8), np.float32))
+    raw = good.read_bytes()
+    cases = {"cut.npy": raw[: len(raw) - 17], "header_only.npy": raw[:60],
+             "magic.npy": raw[:6], "bigendian.npy": None}
+    for name, data in cases.items():
+        p = tmp_path / name
+        if data is None:
+            np.save(p, np.ones((3, 4), ">f4"))
+        else:
+            p.write_bytes(data)
+        with pytest.raises(sio.InputError) as e:
+            sio.read_embeddings(str(p), arg="--corpus")
+        assert str(e.value).startswith(f"--corpus {p}: ") and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------ damaged candidates
+def _saved(tmp_path):
+    cids, cs, pids, ps, qids, dids = _candidates()
+    d = tmp_path / "c"
+    sio.save_candidates(str(d), cids, cs, pids, ps, qids, dids, parameters={"n": 2})
+    return d
+
+
+def _edit_header(d, fn):
+    h = json.loads((d / "header.json").read_text())
+    fn(h)
+    (d / "header.json").write_text(json.dumps(h))
+
+
+def _damage(d, case):
+    """Apply one kind of damage to a saved candidates directory; returns (verify needed?)."""
+    if case == "header_cut":
+        (d / "header.json").write_bytes((d / "header.json").read_bytes()[:100])
+    elif case == "header_not_utf8":
+        (d / "header.json").write_bytes(b"\xff" + (d / "header.json").read_bytes())
+    elif case == "header_list":
+        (d / "header.json").write_text("[]")
+    elif case == "header_no_arrays":
+        _edit_header(d, lambda h: h.pop("arrays"))
+    elif case == "header_k_edited":
+        _edit_header(d, lambda h: h.update(k=h["k"] + 1))
+    elif case == "header_n_queries_str":
+        _edit_header(d, lambda h: h.update(n_queries="4"))
+    elif case == "header_shape_edited":
+        _edit_header(d, lambda h: h["arrays"]["candidate_ids"].update(shape=[4, 4]))
+    elif case == "header_dtype_edited":
+        _edit_header(d, lambda h: h["arrays"]["candidate_scores"].update(dtype="<f8"))
+    elif case == "header_path_escape":
+        _edit_header(d, lambda h: h["arrays"]["candidate_ids"].update(file="../x.npy"))
+    elif case == "header_same_file_twice":
+        _edit_header(d, lambda h: h["arrays"]["positive_ids"].update(file="candidate_ids.npy"))
+    elif case == "header_bad_sha":
+        _edit_header(d, lambda h: h["arrays"]["candidate_ids"].update(sha256="zz"))
+    elif case == "header_doc_count":
+        _edit_header(d, lambda h: h["ids"]["doc_ids"].update(count=3))
+    elif case == "array_pickle":
+        np.save(d / "candidate_scores.npy", np.array([[None] * 5] * 4, dtype=object),
+                allow_pickle=True)
+    elif case == "array_truncated":
+        p = d / "candidate_ids.npy"
+        p.write_bytes(p.read_bytes()[:-8])
+    elif case == "array_missing":
+        os.unlink(d / "positive_scores.npy")
+    elif case == "array_wrong_shape":
+        np.save(d / "candidate_ids.npy", np.zeros((4, 4), np.int64))
+    elif case == "array_wrong_dtype":
+        np.save(d / "candidate_ids.npy", np.zeros((4, 5), np.int32))
+    elif case == "ids_out_of_range":
+        a = np.load(d / "candidate_ids.npy")
+        a[2, 1] = 12  # n_docs = 12
+        np.save(d / "candidate_ids.npy", a)
+    elif case == "ids_below_minus_one":
+        a = np.load(d / "positive_ids.npy")
+        a[0, 1] = -2
+        np.save(d / "positive_ids.npy", a)
+    elif case == "id_list_missing":
+        os.unlink(d / "doc_ids.txt")
+    elif case == "id_list_short":
+        (d / "query_ids.txt").write_text("q0\nq1\nq2\n")
+    elif case == "id_list_not_utf8":
+        (d / "query_ids.txt").write_bytes(b"q0\nq\xff\nq2\nq3\n")
+    elif case == "array_shifted":  # same shape and dtype, other values: only the digest tells
+        a = np.load(d / "candidate_scores.npy")
+        np.save(d / "candidate_scores.npy", np.roll(a, 1, axis=1))
+        return True
+    elif case == "id_list_edited":
+        (d / "doc_ids.txt").write_text("".join(f"doc-{j}\n" for j in range(11)) + "other\n")
+        return True
+    else:  # pragma: no cover
+        raise AssertionError(case)
+    return False
+
+
+DAMAGE = ["header_cut", "header_not_utf8", "header_list", "header_no_arrays", "header_k_edited",
+          "header_n_queries_str", "header_shape_edited", "header_dtype_edited",
+          "header_path_escape", "header_same_file_twice", "header_bad_sha", "header_doc_count",
+          "array_pickle", "array_truncated", "array_missing", "array_wrong_shape",
+          "array_wrong_dtype", "ids_out_of_range", "ids_below_minus_one", "id_list_missing",
+          "id_list_short", "id_list_not_utf8", "array_shifted", "id_list_edited"]
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_damaged_candidates_directory_is_a_clear_error(tmp_path, case):
+    d = _saved(tmp_path)
+    sio.load_candidates(str(d), verify=True)  # intact: loads
+    needs_verify = _damage(d, case)
+    if needs_verify:  # without the digests it still loads (shapes and bounds are right)
+        sio.load_candidates(str(d))
+    for verify in (True, False) if not needs_verify else (True,):
+        with pytest.raises(sio.InputError) as e:
+            sio.load_candidates(str(d), verify=verify, arg="--candidates")
+        msg = str(e.value)
+        assert msg.startswith("--candidates ") and str(d) in msg and "\n" not in msg

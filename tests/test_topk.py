@@ -182,11 +182,14 @@ def test_threads_1_vs_2_identical():
     b = topk(q, c, 50, n_threads=2, query_block=20, corpus_block=300)
     assert_same(a, b.ids, b.scores)
     assert_same(a, *naive_topk(q, c, 50))
-    qf, cf = float_data(64, 2000, 16, seed=8)
-    a = topk(qf, cf, 50, n_threads=1)
-    b = topk(qf, cf, 50, n_threads=2)
-    check_topk_close(a.ids, a.scores, qf, cf, 50)
-    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6, atol=1e-6)
+    # random float data: the same bits, not merely close (the case of issue 8: 90 queries x
+    # 600 docs x 16 dims, k = 30; the BLAS call shape used to follow the thread count)
+    qf, cf = float_data(90, 600, 16, seed=8)
+    for kw in ({}, {"query_block": 30}, {"metric": "l2"}, {"metric": "cosine"}):
+        a = topk(qf, cf, 30, n_threads=1, **kw)
+        b = topk(qf, cf, 30, n_threads=2, **kw)
+        assert_same(a, b.ids, b.scores)
+        check_topk_close(a.ids, a.scores, qf, cf, 30, metric=kw.get("metric", "ip"))
 
 
 def test_float16_memmap(tmp_path):
@@ -227,16 +230,46 @@ def test_empty_inputs(backend):
     assert rescore(q, c, np.zeros((4, 0), np.int64)).shape == (4, 0)
 
 
-def test_nan_scores_are_never_returned():
-    q, c = int_data(6, 50, 4, seed=3)
-    c[[3, 17]] = np.nan
-    out = topk(q, c, 60, corpus_block=16)
-    assert not np.isin(out.ids, [3, 17]).any()
-    assert np.all(out.ids[:, 48:] == -1)
-    keep = np.setdiff1d(np.arange(50), [3, 17])
-    ids, scores = naive_topk(q, c[keep], 48)
-    np.testing.assert_array_equal(out.ids[:, :48], keep[ids])
-    np.testing.assert_array_equal(out.scores[:, :48], scores)
+def test_nonfinite_embeddings_are_errors(tmp_path):
+    # a NaN or infinite value is an error naming the array and its first bad row, for topk
+    # (every path) and rescore; nothing is silently dropped
+    q, c = int_data(6, 3000, 4, seed=3)
+    for bad_rows, val in (([3, 17], np.nan), ([2500], np.inf), ([1200, 40], -np.inf)):
+        cb = c.copy()
+        cb[bad_rows, 1] = val
+        first = min(bad_rows)
+        for kw in ({}, {"corpus_block": 1024}, {"metric": "cosine"}, {"metric": "l2"}):
+            with pytest.raises(ValueError, match=rf"corpus row {first} is not finite"):
+                topk(q, cb, 5, **kw)
+        with pytest.raises(ValueError, match=rf"corpus row {first} is not finite"):
+            topk(q, cb, 5, exclude=[[first]] * 6)  # excluded or not, it is bad input
+        with pytest.raises(ValueError, match=rf"corpus row {first} is not finite"):
+            topk(q, cb, 5, backend="faiss")
+    qb = q.copy()
+    qb[4, 0] = np.inf
+    with pytest.raises(ValueError, match="queries row 4 is not finite"):
+        topk(qb, c, 5, query_block=2)
+    with pytest.raises(ValueError, match="queries row 4 is not finite"):
+        topk(qb, c, 5, backend="faiss")
+    with pytest.raises(ValueError, match="queries row 4 is not finite"):
+        rescore(qb, c, np.zeros((6, 2), np.int64))
+    # float64 beyond the float32 range becomes inf once converted: also an error
+    with pytest.raises(ValueError, match="queries row 0 is not finite"):
+        topk(np.full((1, 4), 1e300), c, 5)
+    # a float16 memory map: the bad row is found in a late block (the file is streamed)
+    c16 = c.astype(np.float16)
+    c16[2999, 3] = np.inf
+    path = tmp_path / "c16.npy"
+    np.save(path, c16)
+    cm = np.load(path, mmap_mode="r")
+    with pytest.raises(ValueError, match="corpus row 2999 is not finite"):
+        topk(q, cm, 5, corpus_block=1024)
+    # rescore reads only the rows named in ids: a bad row not named is not an error
+    ids = np.tile(np.arange(4), (6, 1))
+    np.testing.assert_array_equal(rescore(q, cm, ids), rescore(q, c, ids))
+    ids[5, 2] = 2999
+    with pytest.raises(ValueError, match=r"corpus row 2999 \(named in ids\) is not finite"):
+        rescore(q, cm, ids)
 
 
 def test_noncontiguous_and_float64_inputs():
@@ -287,6 +320,166 @@ def test_import_does_not_load_torch_or_faiss():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=_root(), env=_env())
 
 
+# ------------------------------------------------------- bit-identical for any threads/blocks
+#
+# Every score comes from BLAS calls of one fixed shape in which each query / document keeps a
+# place set by its global row number, computed single-threaded: the bits may not depend on the
+# Numba or BLAS thread count, threadpoolctl, the fused or unfused path, block sizes, chunking
+# (with query_offset), corpus shards (with corpus_offset) or float16 memory maps. The children
+# below run _bit_digests() under each configuration and must all print the same digests.
+
+
+def _digest(*arrays):
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _bit_digests(tmpdir):
+    """Digests of ids + scores for k = 200 / 1000 and each metric; every variant of the same
+    query must give identical bits (asserted here, in whatever process runs it)."""
+    from simans_fast import candidates as cand
+
+    n_q, n_d = 300, 3000
+    q, c = float_data(n_q, n_d, 32, seed=7)
+    excl = random_exclude(n_q, n_d, seed=5, max_len=5)
+    csr = cand._normalize_exclude(excl, n_q, n_d)
+    path = os.path.join(tmpdir, "c16.npy")
+    np.save(path, c.astype(np.float16))
+    c16 = np.load(path, mmap_mode="r")
+    c16_as_f32 = c.astype(np.float16).astype(np.float32)
+    out = {}
+    for k, metric in ((200, "ip"), (200, "l2"), (200, "cosine"), (1000, "ip"), (1000, "l2"),
+                      (1000, "cosine")):
+        base = topk(q, c, k, metric=metric, exclude=excl)
+        ref = _digest(base.ids, base.scores)
+        variants = {
+            "qb7": topk(q, c, k, metric=metric, exclude=excl, query_block=7),
+            "qb1000_cb1000": topk(q, c, k, metric=metric, exclude=excl, query_block=1000,
+                                  corpus_block=1000),
+            "unfused": cand._topk_numba(q, c, k, metric, csr, False, None, None,
+                                        fused=False),
+            "no_guess": cand._topk_numba(q, c, k, metric, csr, False, 300, 2048, z=0.0),
+        }
+        parts = [topk(q[a:b], c, k, metric=metric, exclude=excl[a:b], query_offset=a,
+                      query_block=qb)
+                 for (a, b), qb in zip(((0, 37), (37, 290), (290, 300)), (None, 100, 3))]
+        variants["chunks"] = (np.concatenate([x.ids for x in parts]),
+                              np.concatenate([x.scores for x in parts]))
+        for name, (i, s) in variants.items():
+            assert _digest(i, s) == ref, f"k={k} {metric}: {name} differs from the default"
+        out[f"{metric}_k{k}"] = ref
+        # float16 memory map: the same bits as the float32 corpus of its values
+        a16 = topk(q, c16, k, metric=metric, exclude=excl)
+        b16 = topk(q, c16_as_f32, k, metric=metric, exclude=excl, corpus_block=1024)
+        assert _digest(a16.ids, a16.scores) == _digest(b16.ids, b16.scores), "float16"
+        out[f"{metric}_k{k}_f16"] = _digest(a16.ids, a16.scores)
+    # a corpus shard placed at its global offset scores every pair as the whole corpus does
+    rest = topk(q, c, 200, exclude=(np.arange(n_q + 1) * 1000, np.tile(np.arange(1000), n_q)))
+    shard = topk(q, c[1000:], 200, corpus_offset=1000)
+    assert np.array_equal(rest.ids - 1000, shard.ids)
+    assert np.array_equal(rest.scores, shard.scores)
+    out["shard"] = _digest(shard.ids, shard.scores)
+    ids = np.random.default_rng(1).integers(-1, n_d, size=(n_q, 50))
+    r = rescore(q, c16, ids, metric="cosine")
+    assert _digest(r) == _digest(rescore(q, c16_as_f32, ids, metric="cosine", query_block=7))
+    out["rescore"] = _digest(rescore(q, c, ids), r)
+    return out
+
+
+_CHILD = """
+import json, os, sys, tempfile
+if os.environ["SIMANS_TEST_TPC"] == "absent":
+    sys.modules["threadpoolctl"] = None  # import threadpoolctl -> ImportError
+sys.path.insert(0, {tests!r})
+import numba
+import test_topk
+from simans_fast import candidates as cand
+if os.environ["SIMANS_TEST_BLAS_API"] == "absent":
+    cand._blas_thread_api = lambda: None  # and no threadpoolctl: the unfused serial path
+try:
+    import threadpoolctl  # noqa: F401
+    has_tpc = True
+except ImportError:
+    has_tpc = False
+assert has_tpc == (os.environ["SIMANS_TEST_TPC"] == "present")
+with tempfile.TemporaryDirectory() as tmp:
+    d = test_topk._bit_digests(tmp)
+print("DIGESTS " + json.dumps(d, sort_keys=True))
+print("CONFIG", numba.get_num_threads(), cand._BlasOneThread.available())
+"""
+
+
+@pytest.fixture(scope="module")
+def reference_digests(tmp_path_factory):
+    return _bit_digests(str(tmp_path_factory.mktemp("digests")))
+
+
+@pytest.mark.parametrize("threads,tpc,blas_api", [
+    ("1", "present", "present"),
+    ("2", "present", "present"),
+    ("2", "absent", "present"),
+    ("1", "absent", "present"),
+    ("2", "absent", "absent"),  # no way to limit the BLAS: serial calls (1 BLAS thread here)
+])
+def test_bits_identical_across_threads_and_threadpoolctl(reference_digests, threads, tpc,
+                                                         blas_api):
+    import json
+
+    env = _env()
+    env.update(NUMBA_NUM_THREADS=threads, SIMANS_TEST_TPC=tpc, SIMANS_TEST_BLAS_API=blas_api)
+    if blas_api == "absent":
+        env["OPENBLAS_NUM_THREADS"] = "1"
+    code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=_root(), env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    got = json.loads([x for x in lines if x.startswith("DIGESTS ")][-1][len("DIGESTS "):])
+    config = [x for x in lines if x.startswith("CONFIG ")][-1].split()
+    assert config[1] == threads and config[2] == str(blas_api == "present")
+    assert got == reference_digests
+
+
+def test_chunks_and_shards_are_exact():
+    # offsets change no result beyond float rounding: every chunk / shard is an exact top-k,
+    # and with the offsets the pieces are bit-identical to the whole
+    q, c = float_data(70, 2500, 24, seed=3)
+    excl = random_exclude(70, 2500, seed=4, max_len=8)
+    whole = topk(q, c, 40, exclude=excl, metric="l2")
+    check_topk_close(whole.ids, whole.scores, q, c, 40, metric="l2", exclude=excl)
+    for a, b in ((0, 1), (1, 33), (33, 70)):
+        part = topk(q[a:b], c, 40, exclude=excl[a:b], metric="l2", query_offset=a)
+        assert_same(part, whole.ids[a:b], whole.scores[a:b])
+        plain = topk(q[a:b], c, 40, exclude=excl[a:b], metric="l2")
+        check_topk_close(plain.ids, plain.scores, q[a:b], c, 40, metric="l2",
+                         exclude=excl[a:b])
+    qi, ci = int_data(20, 900, 5, seed=6)
+    for off in (0, 1, 700, 1023, 5000):
+        sh = topk(qi, ci[300:], 30, corpus_offset=off)
+        assert_same(sh, *naive_topk(qi, ci[300:], 30))  # integer data: exact
+
+
+def test_blas_thread_control_restores_the_setting():
+    # the kernels' BLAS is single-threaded inside the call and back to its setting after it
+    from simans_fast import candidates as cand
+
+    api = cand._blas_thread_api()
+    assert api is not None, "SciPy's OpenBLAS thread API was not found"
+    get, set_ = api
+    before = get()
+    try:
+        set_(2)
+        with cand._BlasOneThread() as ctl:
+            assert ctl.active and get() == 1
+        assert get() == 2
+    finally:
+        set_(before)
+
+
 # ------------------------------------------------------------------------------- errors
 
 
@@ -323,6 +516,10 @@ def test_errors_name_the_argument():
         topk(q, c, 2, corpus_block=0)
     with pytest.raises(ValueError, match="n_threads"):
         topk(q, c, 2, n_threads=0)
+    for name in ("query_offset", "corpus_offset"):
+        for bad in (-1, 1.0, True, None):
+            with pytest.raises(ValueError, match=f"{name} must be a non-negative int"):
+                topk(q, c, 2, **{name: bad})
     ids = np.zeros((3, 2), np.int64)
     with pytest.raises(ValueError, match="ids holds 10"):
         rescore(q, c, ids + 10)

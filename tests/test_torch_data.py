@@ -39,7 +39,7 @@ def test_dataset_items_match_sampler():
         assert item["negative_ids"].dtype == torch.int64
         assert np.array_equal(item["negative_ids"].numpy(), want[r])
     ds.set_epoch(3)
-    assert np.array_equal(ds[5]["negative_ids"].numpy(), s.sample([5], 3)[0])
+    assert np.array_equal(ds[5]["negative_ids"].numpy(), s.sample(rows=[5], epoch=3)[0])
     with pytest.raises(IndexError):
         ds[s.n_queries]
     with pytest.raises(ValueError, match="epoch"):
@@ -56,7 +56,7 @@ def test_getitems_and_collate_equal_per_item_stacking():
     assert fast.keys() == slow.keys()
     for key in fast:
         assert torch.equal(fast[key], slow[key]), key
-    pidx = s.positive_index(rows, 1)
+    pidx = s.positive_index(rows=rows, epoch=1)
     assert np.array_equal(fast["positive_index"].numpy(), pidx)
     assert np.array_equal(fast["positive_id"].numpy(),
                           [pid[r, c] if c >= 0 else pid[r, 0] for r, c in zip(rows, pidx)])
@@ -72,8 +72,8 @@ def test_negatives_for():
     q = torch.tensor([3, 1, 30])
     got = negatives_for(s, q, epoch=4)
     assert got.dtype == torch.int64
-    assert np.array_equal(got.numpy(), s.sample([3, 1, 30], 4))
-    assert np.array_equal(negatives_for(s, [3, 1], 4).numpy(), s.sample([3, 1], 4))
+    assert np.array_equal(got.numpy(), s.sample(rows=[3, 1, 30], epoch=4))
+    assert np.array_equal(negatives_for(s, [3, 1], 4).numpy(), s.sample(rows=[3, 1], epoch=4))
     with pytest.raises(ValueError, match="sampler"):
         negatives_for(object(), [0])
     with pytest.raises(ValueError, match="integers"):
@@ -118,7 +118,7 @@ def test_iterable_dataset_shards_cover_every_query_once():
     assert len(batches) == len(ds) == 3
     assert np.array_equal(torch.cat([b["query_index"] for b in batches]).numpy(), rows)
     assert np.array_equal(torch.cat([b["negative_ids"] for b in batches]).numpy(),
-                          s.sample(rows, 2))
+                          s.sample(rows=rows, epoch=2))
 
 
 def _collect(loader, n_batches=2):
@@ -194,7 +194,7 @@ def test_set_sampler_and_errors():
     assert "positive_id" not in ds[0]
     s2 = _sampler(seed=9)
     ds.set_sampler(s2)
-    assert np.array_equal(ds[1]["negative_ids"].numpy(), s2.sample([1], 0)[0])
+    assert np.array_equal(ds[1]["negative_ids"].numpy(), s2.sample(rows=[1], epoch=0)[0])
     with pytest.raises(ValueError, match="queries"):
         ds.set_sampler(_sampler(n_q=5))
     with pytest.raises(ValueError, match="positive_ids"):

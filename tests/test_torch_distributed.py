@@ -1,4 +1,5 @@
-"""Sharded mining and sampling over torch.distributed (gloo, CPU), world sizes 1, 2 and 3.
+"""Sharded mining and sampling over torch.distributed (gloo, CPU), world sizes 1, 2 and 3,
+with the numba and the torch top-k backends.
 
 One spawn of three processes runs every check: on the default group (world size 3) and on the
 subgroups {0} and {0, 1} (world sizes 1 and 2), so each world size is exercised without paying
@@ -8,12 +9,15 @@ for three separate spawns.
 import os
 
 import numpy as np
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp
 
 import simans_fast as sf
 from simans_fast.pipeline import mine_candidates
 from simans_fast.torch import distributed as sd
+from simans_fast.torch import topk as tt
+from simans_fast.torch.topk import topk_torch
 
 import naive_torch as nv
 
@@ -51,6 +55,21 @@ def _check_group(group, grank, gworld, splits=None):
     assert np.array_equal(got.ids, want.ids), (gworld, got.ids, want.ids)
     assert np.array_equal(got.scores, want.scores)
     assert np.array_equal(got.ids, ref_ids) and np.array_equal(got.scores, ref_sc)
+    # ... and with backend="torch" (shard and queries as arrays or tensors; tiles of 4 x 16)
+    as_t = torch.from_numpy
+    for q_in, shard_in in ((queries, shard), (as_t(queries), as_t(np.ascontiguousarray(shard)))):
+        got = sd.sharded_topk(q_in, shard_in, K, exclude=exclude, offsets=offsets, group=group,
+                              query_chunk=5, backend="torch", corpus_block=7)
+        assert np.array_equal(got.ids, want.ids), (gworld, got.ids, want.ids)
+        assert np.array_equal(got.scores, want.scores)
+    # random float data: the shards' scores are the single process's bits, so equal results
+    rng = np.random.default_rng(11)  # the same data on every rank
+    fq, fc = rng.standard_normal((N_Q, DIM)).astype(np.float32), \
+        rng.standard_normal((N_DOCS, DIM)).astype(np.float32)
+    got = sd.sharded_topk(fq, fc[lo:hi], K, metric="cosine", offsets=offsets, group=group,
+                          query_chunk=5, backend="torch")
+    one = topk_torch(fq, fc, K, metric="cosine")
+    assert np.array_equal(got.ids, one.ids) and np.array_equal(got.scores, one.scores)
 
     # ... and the whole candidate stage (positives excluded, exact positive scores)
     m = sd.sharded_mine_candidates(queries, shard, qrels, k=K, offsets=offsets, group=group)
@@ -80,6 +99,8 @@ def _check_group(group, grank, gworld, splits=None):
 
 def _worker(rank, world, init_file):
     sf.configure_threads(1)  # three ranks share two cores: one Numba thread each
+    torch.set_num_threads(1)
+    tt._TILES["cpu"] = (4, 16)  # (spawned process) tiles smaller than the shards
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     try:

@@ -91,7 +91,7 @@ def test_refresher_updates_datasets_on_schedule():
     done = [step for step in range(1, 6) if r.step(step)]
     assert done == [2, 4] == r.history
     assert ds.sampler is r.sampler is not sampler
-    assert np.array_equal(ds[0]["negative_ids"].numpy(), r.sampler.sample([0], 0)[0])
+    assert np.array_equal(ds[0]["negative_ids"].numpy(), r.sampler.sample(rows=[0], epoch=0)[0])
 
 
 def test_refresh_errors():

@@ -22,9 +22,10 @@ def _random_inputs(seed, n_q=40, k=12, n_docs=500):
     ids[0, 7:] = -1                 # padding
     scores[1, [2, 5]] = np.nan      # invalid scores
     scores[2, 3] = -np.inf
+    ids[3, 4] = -1                 # padding, whatever its score
     scores[3, 4] = np.inf
     pos[4] = np.nan                 # unknown positive -> fallback
-    pos[5] = np.inf
+    pos[5] = np.nan
     ids[6, 2:] = -1                 # fewer valid candidates than n
     return ids, scores, pos
 
@@ -273,3 +274,25 @@ def test_mixed_devices_rejected():
     ids = torch.zeros((2, 3), dtype=torch.int64)
     with pytest.raises(ValueError, match="one device"):
         simans_negatives_torch(ids, torch.zeros((2, 3), device="meta"), torch.zeros(2), 2)
+
+
+@pytest.mark.parametrize("impl", ["core", "torch"])
+def test_value_rules_equal_core(impl):
+    """Both implementations apply the core's rules: +inf on a real candidate, an id below -1
+    and an infinite positive are errors naming the parameter; +inf on id -1 is padding."""
+    ids, scores, pos = _random_inputs(3)
+    t = lambda x: torch.as_tensor(np.ascontiguousarray(x))  # noqa: E731
+    bad = scores.copy()
+    bad[7, 1] = np.inf
+    with pytest.raises(ValueError, match=r"candidate_scores is \+inf at index \(7, 1\)"):
+        simans_negatives_torch(t(ids), t(bad), t(pos), 3, impl=impl)
+    bad_ids = ids.copy()
+    bad_ids[8, 2] = -2
+    with pytest.raises(ValueError, match=r"candidate_ids .* -2 at index \(8, 2\)"):
+        simans_negatives_torch(t(bad_ids), t(scores), t(pos), 3, impl=impl)
+    bad_pos = pos.copy()
+    bad_pos[9] = -np.inf
+    with pytest.raises(ValueError, match=r"positive_scores is -inf at index \(9,?\)"):
+        simans_negatives_torch(t(ids), t(scores), t(bad_pos), 3, impl=impl)
+    out = simans_negatives_torch(t(ids), t(scores), t(pos), 3, impl=impl).numpy()
+    assert set(out[3]) <= set(ids[3][np.isfinite(scores[3]) & (ids[3] >= 0)].tolist())

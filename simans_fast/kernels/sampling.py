@@ -39,6 +39,7 @@ LAPLACE = 1
 # what to do with a row whose positive score is not finite
 MISSING_NONE = 0  # leave the row as computed (all -inf: no valid candidate)
 MISSING_UNIFORM = 1  # log-weight 0 on every valid candidate
+BAD_ROW = -1  # logw_row's answer for a row holding an id < -1 or a +inf score (see logw_row)
 
 _LOG2E = np.float32(1.4426950408889634)
 _LN2 = np.float32(0.6931471805599453)
@@ -83,24 +84,34 @@ def logw_value(s, s_pos, a, b, kernel):
 
 @jit(inline="always")
 def logw_row(srow, s_pos, a, b, kernel, idrow, has_ids, missing, out):
-    """Fill ``out`` (float32) with the log-weights of one row; return the number of valid ones."""
+    """Fill ``out`` (float32) with the log-weights of one row; return the number of valid ones,
+    or ``BAD_ROW`` (-1) when the row holds a value the public layer rejects.
+
+    A candidate is valid when its id is >= 0 (with ``has_ids``) and its score is finite or NaN/-inf
+    (then invalid: padding). Rejected: an id below -1, and a score of +inf on a candidate that
+    is not padding (its log-weight would be meaningless). The row is still filled (with the
+    rejected entries as -inf) so the caller only has to look at the return value.
+    """
     k = srow.shape[0]
     pos_ok = math.isfinite(s_pos)
     nv = 0
+    bad = False
     for i in range(k):
         v = _NEG_INF32
+        s = np.float64(srow[i])
         if has_ids and idrow[i] < 0:
-            v = _NEG_INF32
+            bad |= idrow[i] < -1
+        elif s == np.inf:
+            bad = True
         elif pos_ok:
-            v = logw_value(srow[i], s_pos, a, b, kernel)
+            v = logw_value(s, s_pos, a, b, kernel)
         elif missing == MISSING_UNIFORM:
-            s = np.float64(srow[i])
-            if s > -np.inf and s < np.inf:
+            if s > -np.inf:
                 v = _F0
         out[i] = v
         if v > _NEG_INF32:
             nv += 1
-    return nv
+    return BAD_ROW if bad else nv
 
 
 @jit(fastmath=FASTMATH)
@@ -553,9 +564,10 @@ def sample_ser(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace,
 
 @jit
 def _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch,
-                 replace, max_reject, out, start, stop):
+                 replace, max_reject, out, status, start, stop):
     """Weights, cumulative weights, draws and id lookup for rows ``start:stop``, all in
-    thread-local buffers (nothing of size n_q x k is allocated)."""
+    thread-local buffers (nothing of size n_q x k is allocated). ``status[r]`` is set to 1 for a
+    row ``logw_row`` rejects (its output row is all -1; the caller raises)."""
     k = scores.shape[1]
     lw = np.empty(k, np.float32)
     kb = k + CDF_BLOCK
@@ -570,6 +582,11 @@ def _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, se
     for r in range(start, stop):
         s_pos = np.float64(pos[r])
         nv = logw_row(scores[r], s_pos, a, b, kernel, ids[r], True, missing, lw)
+        status[r] = np.int8(nv == BAD_ROW)
+        if nv == BAD_ROW:  # the caller raises; nothing is drawn from a rejected row
+            for t in range(n):
+                out[r, t] = -1
+            continue
         if lowest_fb and not math.isfinite(s_pos):
             lowest_row(lw, k, n, cols)
         else:
@@ -587,21 +604,21 @@ def _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, se
 
 @pjit
 def fused_par(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch, replace,
-              max_reject, out, chunk):
+              max_reject, out, status, chunk):
     n_rows = scores.shape[0]
     n_chunks = (n_rows + chunk - 1) // chunk
     for ci in prange(n_chunks):
         start = np.int64(ci) * chunk
         stop = min(start + chunk, n_rows)
         _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch,
-                     replace, max_reject, out, start, stop)
+                     replace, max_reject, out, status, start, stop)
 
 
 @jit
 def fused_ser(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch, replace,
-              max_reject, out, chunk):
+              max_reject, out, status, chunk):
     _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch,
-                 replace, max_reject, out, 0, scores.shape[0])
+                 replace, max_reject, out, status, 0, scores.shape[0])
 
 
 @jit
@@ -627,3 +644,148 @@ def reconstruct_weights(packed):
         for i in range(k):
             out[r, i] /= k
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# validation scans (the public layer raises; these only find the first offending entry)
+# ----------------------------------------------------------------------------------------------
+CAND_OK = 0
+CAND_ID_BELOW = 1  # an id below -1
+CAND_SCORE_INF = 2  # a +inf score on a candidate that is not padding
+
+
+@jit
+def _candidate_chunk(ids, scores, has_ids, start, stop, found):
+    k = scores.shape[1]
+    for r in range(start, stop):
+        for i in range(k):
+            code = CAND_OK
+            if has_ids and ids[r, i] < 0:
+                if ids[r, i] < -1:
+                    code = CAND_ID_BELOW
+            elif np.float64(scores[r, i]) == np.inf:
+                code = CAND_SCORE_INF
+            if code != CAND_OK:
+                found[0] = code
+                found[1] = r
+                found[2] = i
+                return
+
+
+@pjit
+def candidate_errors_par(ids, scores, has_ids, chunk, found):
+    """First (in row-major order) rejected candidate: ``found[c] = (code, row, col)`` per chunk."""
+    n_rows = scores.shape[0]
+    n_chunks = (n_rows + chunk - 1) // chunk
+    for ci in prange(n_chunks):
+        start = np.int64(ci) * chunk
+        stop = min(start + chunk, n_rows)
+        _candidate_chunk(ids, scores, has_ids, start, stop, found[ci])
+
+
+@jit
+def candidate_errors_ser(ids, scores, has_ids, chunk, found):
+    n_rows = scores.shape[0]
+    n_chunks = (n_rows + chunk - 1) // chunk
+    for ci in range(n_chunks):
+        start = np.int64(ci) * chunk
+        stop = min(start + chunk, n_rows)
+        _candidate_chunk(ids, scores, has_ids, start, stop, found[ci])
+
+
+# codes of check_tables_*
+TAB_OK = 0
+TAB_LOGW_NAN = 1  # a NaN log-weight
+TAB_LOGW_POSINF = 2  # a +inf log-weight
+TAB_NVALID = 3  # n_valid differs from the number of finite log-weights
+TAB_PEAK = 4  # peak outside [0, 1] (or NaN)
+TAB_ALIAS_RANGE = 5  # an alias outside 0..k-1
+TAB_PROB = 6  # a keep-probability outside [0, 1] (or NaN)
+TAB_INVALID_DRAWN = 7  # an invalid column can be drawn (kept, or the alias of a column)
+
+
+@jit
+def _tables_chunk(packed, nvalid, peak, logw, start, stop, found):
+    k = packed.shape[1]
+    pf = packed.view(np.float32)
+    for r in range(start, stop):
+        code = TAB_OK
+        col = -1
+        nv = 0
+        for i in range(k):
+            x = logw[r, i]
+            if np.isnan(x):
+                code = TAB_LOGW_NAN
+                col = i
+                break
+            if x == np.inf:
+                code = TAB_LOGW_POSINF
+                col = i
+                break
+            if x > _NEG_INF32:
+                nv += 1
+        if code == TAB_OK and nvalid[r] != nv:
+            code = TAB_NVALID
+        p = peak[r]
+        if code == TAB_OK and not (p >= _F0 and p <= _F1):
+            code = TAB_PEAK
+        if code == TAB_OK:
+            for i in range(k):
+                al = packed[r, i, 0]
+                if al < 0 or al >= k:
+                    code = TAB_ALIAS_RANGE
+                    col = i
+                    break
+                if nv > 0:
+                    q = pf[r, i, 1]
+                    if not (q >= _F0 and q <= _F1):
+                        code = TAB_PROB
+                        col = i
+                        break
+                    if (q > _F0 and not (logw[r, i] > _NEG_INF32)) or \
+                            (q < _F1 and not (logw[r, al] > _NEG_INF32)):
+                        code = TAB_INVALID_DRAWN
+                        col = i
+                        break
+        if code != TAB_OK:
+            found[0] = code
+            found[1] = r
+            found[2] = col
+            return
+
+
+@pjit
+def check_tables_par(packed, nvalid, peak, logw, chunk, found):
+    """Structural check of alias tables (everything a draw relies on not to read out of bounds
+    or return an invalid column): first failure per chunk in ``found[c] = (code, row, col)``."""
+    n_rows = packed.shape[0]
+    n_chunks = (n_rows + chunk - 1) // chunk
+    for ci in prange(n_chunks):
+        start = np.int64(ci) * chunk
+        stop = min(start + chunk, n_rows)
+        _tables_chunk(packed, nvalid, peak, logw, start, stop, found[ci])
+
+
+@jit
+def check_tables_ser(packed, nvalid, peak, logw, chunk, found):
+    n_rows = packed.shape[0]
+    n_chunks = (n_rows + chunk - 1) // chunk
+    for ci in range(n_chunks):
+        start = np.int64(ci) * chunk
+        stop = min(start + chunk, n_rows)
+        _tables_chunk(packed, nvalid, peak, logw, start, stop, found[ci])
+
+
+# ----------------------------------------------------------------------------------------------
+# choice of one positive among several
+# ----------------------------------------------------------------------------------------------
+POS_DOMAIN = 0x504F534954495645  # "POSITIVE": separates the positive-choice stream
+
+
+@jit
+def positive_uniforms(seed, epoch, keys, out):
+    """``out[i]``: uniform 0 of the stream ``(seed ^ POS_DOMAIN, epoch, keys[i])``, the draw that
+    picks the positive of query ``keys[i]`` at ``epoch``."""
+    for i in range(keys.shape[0]):
+        st = stream_state(seed ^ np.uint64(POS_DOMAIN), epoch, keys[i])
+        out[i] = draw_uniform(st, np.uint64(0))

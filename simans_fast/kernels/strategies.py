@@ -9,11 +9,25 @@ scratch buffers and writes only its own output rows, so results do not depend on
 Definitions shared by every kernel here:
 
 * a candidate is *valid* when its id is ``>= 0`` and its score is finite (as in the core);
-* the *rank* of a valid candidate is its position when the row's valid candidates are ordered by
-  score, highest first, ties broken by column (stable); invalid candidates have no rank;
-* a candidate *passes the filters* when its score is strictly below the row's threshold
-  ``thr = min(max_score, s_pos - margin, s_pos - (1 - perc) * |s_pos|)`` (terms whose filter is
-  off, or that need an unknown positive, are left out of the minimum), computed in float64.
+* a candidate is a *marked positive* when the positive mask says so (``has_pos``); marked
+  positives are never kept;
+* a candidate *passes the filters* when its score is below the row's upper threshold
+  ``thr = min(max_score, s_pos - margin, s_pos - (1 - perc) * |s_pos|)`` and above the lower
+  threshold ``lthr = min_score`` (terms whose filter is off, or that need an unknown positive,
+  are left out), computed in float64. ``inclusive=False`` (the default ``"strict"`` rule):
+  ``lthr < s < thr``, a score equal to a threshold is removed; ``inclusive=True``
+  (sentence-transformers' rule): ``lthr <= s <= thr``, a score equal to a threshold is kept;
+* the *rank* of a candidate is its position, highest score first, ties broken by column (stable),
+  among the candidates that *count* under the rank rule:
+
+  - ``RANK_CANDIDATES`` (0): valid candidates that are not marked positives, before the filters;
+  - ``RANK_RETRIEVED`` (1, FlagEmbedding's ``hn_mine.py``): every valid candidate, marked
+    positives included, before the filters;
+  - ``RANK_SURVIVORS`` (2, sentence-transformers' ``mine_hard_negatives``): only valid, unmarked
+    candidates that pass the filters.
+
+  Candidates that do not count have no rank. A candidate is *kept* when it is valid, not a marked
+  positive, passes the filters and its rank ``r`` satisfies ``lo <= r < hi``.
 """
 
 import math
@@ -25,13 +39,17 @@ from .._numba import jit, pjit
 
 _INF = np.inf
 
+RANK_CANDIDATES = 0
+RANK_RETRIEVED = 1
+RANK_SURVIVORS = 2
+
 
 # ----------------------------------------------------------------------------------------------
 # per-row building blocks
 # ----------------------------------------------------------------------------------------------
 @jit(inline="always")
 def row_threshold(p, max_score, use_margin, margin, use_perc, perc):
-    """Score threshold of one row (float64); candidates need ``s < thr`` to pass."""
+    """Upper score threshold of one row (float64)."""
     thr = max_score
     if math.isfinite(p):
         if use_margin:
@@ -51,14 +69,39 @@ def is_valid(cid, s):
 
 
 @jit(inline="always")
-def mask_row(idrow, srow, thr, lo, hi, need_rank, keys, mrow):
+def passes(s, thr, lthr, inclusive):
+    """Score filters: ``lthr < s < thr`` (strict) or ``lthr <= s <= thr`` (inclusive)."""
+    if inclusive:
+        return s <= thr and s >= lthr
+    return s < thr and s > lthr
+
+
+@jit(inline="always")
+def rank_step(v, p, s, thr, lthr, inclusive, rank, lo, hi, rank_rule):
+    """One candidate in rank order: ``(kept, takes_a_rank)`` for a candidate that is valid
+    ``v``, a marked positive ``p``, scored ``s``, when ``rank`` candidates came before it."""
+    if not v:
+        return False, False
+    if rank_rule == RANK_SURVIVORS:
+        if p or not passes(s, thr, lthr, inclusive):
+            return False, False
+        return rank >= lo and rank < hi, True
+    if p:
+        return False, rank_rule == RANK_RETRIEVED
+    return rank >= lo and rank < hi and passes(s, thr, lthr, inclusive), True
+
+
+@jit(inline="always")
+def mask_row(idrow, srow, prow, has_pos, thr, lthr, inclusive, lo, hi, need_rank, rank_rule,
+             keys, mrow):
     """Fill ``mrow`` (bool) for one row; return the number of candidates kept."""
     k = srow.shape[0]
     kept = 0
     if not need_rank:
         for c in range(k):
             s = np.float64(srow[c])
-            ok = is_valid(idrow[c], s) and s < thr
+            ok = (is_valid(idrow[c], s) and not (has_pos and prow[c])
+                  and passes(s, thr, lthr, inclusive))
             mrow[c] = ok
             if ok:
                 kept += 1
@@ -76,12 +119,15 @@ def mask_row(idrow, srow, thr, lo, hi, need_rank, keys, mrow):
     if sorted_row:
         rank = 0
         for c in range(k):
+            if rank >= hi:  # nothing after the window is kept
+                mrow[c] = False
+                continue
             s = np.float64(srow[c])
-            ok = False
-            if is_valid(idrow[c], s):
-                ok = rank >= lo and rank < hi and s < thr
-                rank += 1
+            ok, ranked = rank_step(is_valid(idrow[c], s), has_pos and prow[c], s, thr, lthr,
+                                   inclusive, rank, lo, hi, rank_rule)
             mrow[c] = ok
+            if ranked:
+                rank += 1
             if ok:
                 kept += 1
         return kept
@@ -93,14 +139,20 @@ def mask_row(idrow, srow, thr, lo, hi, need_rank, keys, mrow):
     order = np.argsort(keys, kind="mergesort")
     rank = 0
     for t in range(k):
+        if rank >= hi:
+            break
         c = order[t]
         s = np.float64(srow[c])
-        if not is_valid(idrow[c], s):
-            continue
-        if rank >= lo and rank < hi and s < thr:
+        v = is_valid(idrow[c], s)
+        if not v:
+            break  # only invalid candidates remain
+        ok, ranked = rank_step(v, has_pos and prow[c], s, thr, lthr, inclusive, rank, lo, hi,
+                               rank_rule)
+        if ok:
             mrow[c] = True
             kept += 1
-        rank += 1
+        if ranked:
+            rank += 1
     return kept
 
 
@@ -133,34 +185,78 @@ def top_row(srow, mrow, n, cols, sbuf):
 # chunk workers and drivers
 # ----------------------------------------------------------------------------------------------
 @jit
-def _mask_chunk(ids, scores, pos, max_score, use_margin, margin, use_perc, perc, lo, hi,
-                need_rank, mask, n_kept, start, stop):
+def _mask_chunk(ids, scores, pos, is_pos, has_pos, max_score, min_score, use_margin, margin,
+                use_perc, perc, inclusive, lo, hi, need_rank, rank_rule, mask, n_kept, start,
+                stop):
     k = scores.shape[1]
     keys = np.empty(k, np.float64)
     for r in range(start, stop):
         thr = row_threshold(np.float64(pos[r]), max_score, use_margin, margin, use_perc, perc)
-        n_kept[r] = mask_row(ids[r], scores[r], thr, lo, hi, need_rank, keys, mask[r])
+        prow = is_pos[r] if has_pos else is_pos[0]
+        n_kept[r] = mask_row(ids[r], scores[r], prow, has_pos, thr, min_score, inclusive, lo, hi,
+                             need_rank, rank_rule, keys, mask[r])
 
 
 @pjit
-def mask_par(ids, scores, pos, max_score, use_margin, margin, use_perc, perc, lo, hi, need_rank,
-             mask, n_kept, chunk):
-    """Filter/rank-window mask of every candidate, multi-threaded."""
+def mask_par(ids, scores, pos, is_pos, has_pos, max_score, min_score, use_margin, margin,
+             use_perc, perc, inclusive, lo, hi, need_rank, rank_rule, mask, n_kept, chunk):
+    """Filter/rank-window mask of every candidate, multi-threaded.
+
+    ``is_pos``: bool ``(n_q, k)`` marked positives when ``has_pos`` (else any ``(1, k)`` array);
+    ``pos``: the row's reference positive score (NaN: unknown); ``max_score``/``min_score``:
+    ``+inf``/``-inf`` when off.
+    """
     n_rows = scores.shape[0]
     n_chunks = (n_rows + chunk - 1) // chunk
     for ci in prange(n_chunks):
         start = ci * chunk
         stop = min(start + chunk, n_rows)
-        _mask_chunk(ids, scores, pos, max_score, use_margin, margin, use_perc, perc, lo, hi,
-                    need_rank, mask, n_kept, start, stop)
+        _mask_chunk(ids, scores, pos, is_pos, has_pos, max_score, min_score, use_margin, margin,
+                    use_perc, perc, inclusive, lo, hi, need_rank, rank_rule, mask, n_kept, start,
+                    stop)
 
 
 @jit
-def mask_ser(ids, scores, pos, max_score, use_margin, margin, use_perc, perc, lo, hi, need_rank,
-             mask, n_kept, chunk):
+def mask_ser(ids, scores, pos, is_pos, has_pos, max_score, min_score, use_margin, margin,
+             use_perc, perc, inclusive, lo, hi, need_rank, rank_rule, mask, n_kept, chunk):
     """Serial twin of :func:`mask_par`."""
-    _mask_chunk(ids, scores, pos, max_score, use_margin, margin, use_perc, perc, lo, hi,
-                need_rank, mask, n_kept, 0, scores.shape[0])
+    _mask_chunk(ids, scores, pos, is_pos, has_pos, max_score, min_score, use_margin, margin,
+                use_perc, perc, inclusive, lo, hi, need_rank, rank_rule, mask, n_kept, 0,
+                scores.shape[0])
+
+
+@jit
+def _positive_mask_chunk(ids, pos_ids, out, start, stop):
+    k = ids.shape[1]
+    m = pos_ids.shape[1]
+    for r in range(start, stop):
+        for c in range(k):
+            cid = ids[r, c]
+            hit = False
+            if cid >= 0:
+                for j in range(m):
+                    if pos_ids[r, j] == cid:
+                        hit = True
+                        break
+            out[r, c] = out[r, c] or hit
+
+
+@pjit
+def positive_mask_par(ids, pos_ids, out, chunk):
+    """``out[r, c] |= ids[r, c] >= 0 and ids[r, c] in pos_ids[r]`` (``-1`` in ``pos_ids`` never
+    matches), multi-threaded."""
+    n_rows = ids.shape[0]
+    n_chunks = (n_rows + chunk - 1) // chunk
+    for ci in prange(n_chunks):
+        start = ci * chunk
+        stop = min(start + chunk, n_rows)
+        _positive_mask_chunk(ids, pos_ids, out, start, stop)
+
+
+@jit
+def positive_mask_ser(ids, pos_ids, out, chunk):
+    """Serial twin of :func:`positive_mask_par`."""
+    _positive_mask_chunk(ids, pos_ids, out, 0, ids.shape[0])
 
 
 @jit

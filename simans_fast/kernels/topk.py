@@ -37,8 +37,12 @@ recomputed without guessing by the caller, so results are always exact.
 
 GEMM + selection (:func:`gemm_select`) runs per thread on its own query sub-block, one
 single-threaded BLAS ``sgemm`` per tile of corpus rows, selection while the tile is in cache,
-threads never waiting for each other; :func:`select_block` is the selection alone, for a score
-block computed by a multi-threaded NumPy matmul.
+threads never waiting for each other. Every call has the same zero-padded shape (``sub`` query
+rows, ``tile`` corpus rows, ``d``) and every row a position in it fixed by the caller, because
+a BLAS rounds an element differently depending on the shape of the call and the element's place
+in it: the scores are then a function of the data alone. :func:`gemm_block` makes the same calls
+one after the other into a score block and :func:`select_block` is the selection alone, for
+BLAS libraries that cannot be limited to one thread.
 
 All kernels take and return arrays only; the public layer validates inputs.
 """
@@ -269,25 +273,37 @@ def _scan_row(row, rbits, col0, kr, st, thr, k, cap, excl_ids, ehi, fb, fv, n_to
     thr[0] = t
 
 
+@jit
+def _l2_row(row, qi, c_sq, c0):
+    """In place: ``row[j] = 2 row[j] - qi - c_sq[c0 + j]`` (``-||q - c||^2`` from the inner
+    product and the squared norms). No fast-math (no contraction into an FMA): both score paths
+    call this one function, so they round identically."""
+    two = np.float32(2.0)
+    for j in range(row.shape[0]):
+        row[j] = two * row[j] - qi - c_sq[c0 + j]
+
+
 @pjit
-def select_block(scores, bits, col0, keys, state, thr, k, excl_indptr, excl_ids, row0, n_tot,
-                 z):
-    """Merge one score block into the per-row top-k state.
+def select_block(scores, bits, slots, lead, nc, col0, keys, state, thr, k, excl_indptr,
+                 excl_ids, row0, n_tot, z, l2, q_sq, c_sq):
+    """Merge one block of scores (computed by :func:`gemm_block`) into the per-row top-k state.
 
     Parameters
     ----------
-    scores : (nb, nc) float32, C-contiguous
-        Scores of the query block's rows against corpus rows ``col0 .. col0 + nc - 1``.
-    bits : (nb, nc) uint32
+    scores : (n_pad, width) float32, C-contiguous
+        Padded score block: row ``p`` belongs to query ``slots[p]`` of the block (``-1``: a
+        padding row, skipped); columns ``lead .. lead + nc - 1`` are corpus rows
+        ``col0 .. col0 + nc - 1``.
+    bits : (n_pad, width) uint32
         The same memory viewed as uint32.
-    col0 : int
-        Document id of column 0.
+    slots : (n_pad,) int64
+        Query (row of ``keys`` / ``state`` / ``thr``) of each padded row, or -1.
     keys : (nb, cap + CHUNK) uint64
         Key buffers (modified in place), ``cap > k``.
     state : (nb, 3) int64
         Per row: number of filled keys; position in ``excl_ids`` of the next excluded id not yet
         passed; 1 if the threshold is a guess (see :func:`_compact`). Start a query block with
-        ``(0, excl_indptr[row], 0)``. Modified in place.
+        ``(0, excl_indptr[row0 + row], 0)``. Modified in place.
     thr : (nb, 1) float32
         Entry threshold per row (modified in place); start with ``-inf``.
     k : int
@@ -295,19 +311,27 @@ def select_block(scores, bits, col0, keys, state, thr, k, excl_indptr, excl_ids,
     excl_indptr, excl_ids : int64 arrays
         CSR of excluded document ids (sorted within each row), indexed by global row.
     row0 : int
-        Global row index of the block's first row.
+        Global row index of the block's first query.
     n_tot : float
         Number of documents in the whole corpus.
     z : float
         Margin of the threshold guess (0: never guess).
+    l2 : bool
+        Turn inner products into ``-||q - c||^2`` with ``q_sq`` (nb,) and ``c_sq`` (nc,).
     """
-    nb = scores.shape[0]
+    n_pad = scores.shape[0]
     cap = keys.shape[1] - CHUNK
-    for r in prange(nb):
+    for p in prange(n_pad):
+        g = slots[p]
+        if g < 0:
+            continue
         fb = np.empty(1, np.uint32)  # scratch for the float32 <- bits conversion
         fv = fb.view(np.float32)
-        _scan_row(scores[r], bits[r], col0, keys[r], state[r], thr[r], k, cap, excl_ids,
-                  excl_indptr[row0 + r + 1], fb, fv, n_tot, z)
+        row = scores[p, lead : lead + nc]
+        if l2:
+            _l2_row(row, q_sq[g], c_sq, 0)
+        _scan_row(row, bits[p, lead : lead + nc], col0, keys[g], state[g], thr[g], k, cap,
+                  excl_ids, excl_indptr[row0 + g + 1], fb, fv, n_tot, z)
 
 
 # ------------------------------------------------------------------ fused GEMM + selection
@@ -319,30 +343,89 @@ SGEMM = ctypes.CFUNCTYPE(None, *([_VP] * 13))(
     get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
 
 
+@jit(inline="always")
+def _tile_span(t, tile, lead, nc):
+    """Corpus rows ``lo:hi`` (of the block) of padded tile ``t`` and their offset in the tile."""
+    lo = max(0, t * tile - lead)
+    hi = min(nc, (t + 1) * tile - lead)
+    return lo, hi, lo + lead - t * tile
+
+
+@jit(inline="always")
+def _sgemm_tile(sgemm, qpad, q0, corpus, edge, t, tile, lead, nc, out, ldc, ints, alpha, beta,
+                tr):
+    """One BLAS call of the fixed shape ``(sub, tile, d)``: scores of the ``sub`` padded query
+    rows from ``q0`` against padded tile ``t``, written column-major as ``out`` (``ldc``).
+
+    A full tile is read in place; a partial one (first or last of the block) from its
+    zero-padded copy in ``edge``, so the shape, and each corpus row's position in the call,
+    never change."""
+    lo, hi, s0 = _tile_span(t, tile, lead, nc)
+    # column-major view: S^T (tile x sub) = C_tile^T (tile x d) . Q_sub (d x sub), i.e. the
+    # row-major (sub x tile) block S = Q_sub . C_tile^T
+    if hi - lo == tile:
+        a = corpus[lo:].ctypes
+    elif t == 0:
+        a = edge[0].ctypes
+    else:
+        a = edge[1].ctypes
+    sgemm(tr[0:].ctypes, tr[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes,
+          alpha.ctypes, a, ints[3:].ctypes, qpad[q0:].ctypes, ints[3:].ctypes, beta.ctypes,
+          out.ctypes, ldc.ctypes)
+    return lo, hi, s0
+
+
+@jit(inline="always")
+def _blas_args(tile, sub, d):
+    # Fortran BLAS takes every argument by pointer
+    ints = np.empty(4, np.int32)
+    ints[0] = tile
+    ints[1] = sub
+    ints[2] = d
+    ints[3] = d
+    alpha = np.ones(1, np.float32)
+    beta = np.zeros(1, np.float32)
+    tr = np.empty(2, np.uint8)
+    tr[0] = 84  # 'T'
+    tr[1] = 78  # 'N'
+    return ints, alpha, beta, tr
+
+
 @pjit
-def gemm_select(queries, corpus, col0, keys, state, thr, k, excl_indptr, excl_ids, row0, n_tot,
-                z, sbuf, sbits, sub, tile, l2, q_sq, c_sq, select, sgemm):
+def gemm_select(qpad, slots, corpus, edge, lead, col0, keys, state, thr, k, excl_indptr,
+                excl_ids, row0, n_tot, z, n_split, sbuf, sbits, sub, tile, l2, q_sq, c_sq,
+                select, sgemm):
     """Scores of a query block against a block of corpus rows, merged into the top-k state,
     with no ``n_queries x n_docs`` matrix and no synchronisation between threads.
 
-    The query block is cut into sub-blocks of ``sub`` rows handed to threads dynamically (call
-    under ``numba.parallel_chunksize(1)``); a thread runs, for its sub-block, one single-threaded
-    BLAS ``sgemm`` per ``tile`` corpus rows into its own buffer ``sbuf[thread]`` and merges the
-    tile into the sub-block's rows of the state while the tile is still in cache. Threads never
-    wait for each other, so one thread's selection overlaps the other's GEMM. Call with the BLAS
-    library limited to one thread (threadpoolctl), or its own pool oversubscribes the cores.
+    Every BLAS call has the same shape, ``sub`` padded query rows by ``tile`` padded corpus
+    rows by ``d``, and every query and corpus row sits at a position in it fixed by the caller
+    (its global row index modulo ``sub`` / ``tile``): the bits of a score depend on the data
+    alone, never on the thread count or on the other rows in the block (BLAS kernels round an
+    element differently depending on the call's shape and on the element's position in it).
+
+    Tasks are (query sub-block, split) pairs handed to threads dynamically (call under
+    ``numba.parallel_chunksize(1)``): split ``s`` takes the tiles ``t`` with
+    ``t % n_split == s`` and merges them into its own state rows ``s * nb + row``, so a few
+    queries still keep every thread busy; :func:`finalize` merges the splits. A thread runs one
+    single-threaded BLAS ``sgemm`` per tile into its own buffer ``sbuf[thread]`` and merges it
+    into the state while it is still in cache. Call with the BLAS limited to one thread.
 
     Parameters
     ----------
-    queries : (nb, d) float32, C-contiguous
+    qpad : (n_sub * sub, d) float32, C-contiguous
+        Padded queries: row ``p`` is query ``slots[p]`` of the block, or zeros (``-1``).
+    slots : (n_sub * sub,) int64
     corpus : (nc, d) float32, C-contiguous
-        Rows ``col0 .. col0 + nc - 1`` of the corpus.
+        Rows ``col0 .. col0 + nc - 1`` of the corpus; corpus row ``i`` of the block sits at
+        padded position ``lead + i`` (tiles of ``tile`` padded positions).
+    edge : (2, tile, d) float32
+        Zero-padded copies of the block's first (``edge[0]``) and last (``edge[1]``) tile when
+        they are partial.
     keys, state, thr, k, excl_indptr, excl_ids, row0, n_tot, z
-        As in :func:`select_block`.
+        As in :func:`select_block`; ``keys``, ``state`` and ``thr`` have ``n_split * nb`` rows.
     sbuf : (n_threads, sub * tile) float32
         Per-thread score buffers; ``sbits`` is the same memory viewed as uint32.
-    sub, tile : int
-        Query sub-block and corpus tile sizes (rows).
     l2 : bool
         Turn inner products into ``-||q - c||^2`` with ``q_sq`` (nb,) and ``c_sq`` (nc,).
     select : bool
@@ -350,50 +433,61 @@ def gemm_select(queries, corpus, col0, keys, state, thr, k, excl_indptr, excl_id
     sgemm : ctypes function
         :data:`SGEMM`.
     """
-    nb, d = queries.shape
+    n_pad, d = qpad.shape
     nc = corpus.shape[0]
     cap = keys.shape[1] - CHUNK
-    nsub = (nb + sub - 1) // sub
-    for b in prange(nsub):
+    nsub = n_pad // sub
+    nb = keys.shape[0] // n_split
+    ntile = (lead + nc + tile - 1) // tile
+    for task in prange(nsub * n_split):
+        b = task // n_split
+        s = task - b * n_split
         tid = get_thread_id()
         srow = sbuf[tid]
         brow = sbits[tid]
         q0 = b * sub
-        m = min(nb, q0 + sub) - q0
-        # Fortran BLAS takes every argument by pointer
-        ints = np.empty(6, np.int32)
-        alpha = np.ones(1, np.float32)
-        beta = np.zeros(1, np.float32)
-        tr = np.empty(2, np.uint8)
-        tr[0] = 84  # 'T'
-        tr[1] = 78  # 'N'
+        ints, alpha, beta, tr = _blas_args(tile, sub, d)
+        ldc = ints[0:1]
         fb = np.empty(1, np.uint32)
         fv = fb.view(np.float32)
-        for t0 in range(0, nc, tile):
-            n = min(nc, t0 + tile) - t0
-            # column-major view: S^T (n x m) = C_tile^T (n x d) . Q_sub (d x m), i.e. S (m x n)
-            # row-major = Q_sub . C_tile^T
-            ints[0] = n
-            ints[1] = m
-            ints[2] = d
-            ints[3] = d
-            ints[4] = d
-            ints[5] = n
-            sgemm(tr[0:].ctypes, tr[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes,
-                  ints[2:].ctypes, alpha.ctypes, corpus[t0:].ctypes, ints[3:].ctypes,
-                  queries[q0:].ctypes, ints[4:].ctypes, beta.ctypes, srow.ctypes,
-                  ints[5:].ctypes)
+        for t in range(s, ntile, n_split):
+            lo, hi, s0 = _sgemm_tile(sgemm, qpad, q0, corpus, edge, t, tile, lead, nc, srow,
+                                     ldc, ints, alpha, beta, tr)
             if not select:
                 continue
-            for r in range(m):
-                row = srow[r * n : (r + 1) * n]
+            n = hi - lo
+            for r in range(sub):
+                g = slots[q0 + r]
+                if g < 0:
+                    continue
+                row = srow[r * tile + s0 : r * tile + s0 + n]
                 if l2:
-                    qi = q_sq[q0 + r]
-                    for j in range(n):
-                        row[j] = np.float32(2.0) * row[j] - qi - c_sq[t0 + j]
-                g = q0 + r
-                _scan_row(row, brow[r * n : (r + 1) * n], col0 + t0, keys[g], state[g], thr[g],
-                          k, cap, excl_ids, excl_indptr[row0 + g + 1], fb, fv, n_tot, z)
+                    _l2_row(row, q_sq[g], c_sq, lo)
+                v = s * nb + g
+                _scan_row(row, brow[r * tile + s0 : r * tile + s0 + n], col0 + lo, keys[v],
+                          state[v], thr[v], k, cap, excl_ids, excl_indptr[row0 + g + 1], fb,
+                          fv, n_tot, z)
+
+
+@jit
+def gemm_block(qpad, corpus, edge, lead, scores, sub, tile, sgemm):
+    """The scores of :func:`gemm_select`, computed by the same BLAS calls (same shapes, same
+    positions), one after the other, into the padded block ``scores`` of shape
+    ``(n_pad, n_tiles * tile)`` (row ``p``: padded query row ``p``; column ``lead + i``: corpus
+    row ``i``), for :func:`select_block`. Used when the BLAS cannot be limited to one thread
+    (it then runs each call with its own threads)."""
+    n_pad, d = qpad.shape
+    nc = corpus.shape[0]
+    width = scores.shape[1]
+    ntile = (lead + nc + tile - 1) // tile
+    flat = scores.reshape(-1)
+    ints, alpha, beta, tr = _blas_args(tile, sub, d)
+    ldc = np.empty(1, np.int32)
+    ldc[0] = width
+    for q0 in range(0, n_pad, sub):
+        for t in range(ntile):
+            _sgemm_tile(sgemm, qpad, q0, corpus, edge, t, tile, lead, nc,
+                        flat[q0 * width + t * tile:], ldc, ints, alpha, beta, tr)
 
 
 @jit
@@ -434,22 +528,57 @@ def _decode(key, fb, fv):
 
 
 @pjit
-def finalize(keys, state, thr, k, ids, scores, ok):
-    """Sort each row's kept keys and write the best ``k`` as ``ids`` (int64) and ``scores``
-    (float32), padded with -1 / -inf.
+def finalize(keys, state, thr, k, n_split, ids, scores, ok):
+    """Merge each row's splits, sort the kept keys and write the best ``k`` as ``ids`` (int64)
+    and ``scores`` (float32), padded with -1 / -inf.
 
-    ``ok[r]`` is 0 when the row's threshold was a guess that the result does not confirm (the
-    k-th best kept score must be above the threshold); such rows must be recomputed.
+    ``keys``, ``state`` and ``thr`` have ``n_split * nb`` rows (split ``s`` of row ``r`` is row
+    ``s * nb + r``; each holds the top k of its own documents). ``ok[r]`` is 0 when a split's
+    threshold was a guess that its result does not confirm (its k-th best kept score must be
+    above the threshold); such rows must be recomputed.
     """
-    nb = keys.shape[0]
+    nb = ids.shape[0]
     for r in prange(nb):
         fb = np.empty(1, np.uint32)
         fv = fb.view(np.float32)
-        c = state[r, 0]
-        kr = keys[r]
-        if c > k:
-            _nth_smallest(kr, c, k - 1)
-            c = k
+        good = True
+        # best k of every split, each checked against its own threshold
+        for s in range(n_split):
+            v = s * nb + r
+            c = state[v, 0]
+            kr = keys[v]
+            if c > k:
+                _nth_smallest(kr, c, k - 1)
+                c = k
+                state[v, 0] = k
+            if state[v, 2] != 0:
+                if c < k:
+                    good = False
+                else:
+                    top = kr[0]  # the largest of the k kept keys is the k-th best
+                    for j in range(1, k):
+                        if kr[j] > top:
+                            top = kr[j]
+                    _, worst = _decode(top, fb, fv)
+                    if not worst > thr[v, 0]:
+                        good = False
+        if n_split == 1:
+            kr = keys[r]
+            c = state[r, 0]
+        else:
+            tot = 0
+            for s in range(n_split):
+                tot += state[s * nb + r, 0]
+            kr = np.empty(tot, np.uint64)
+            c = 0
+            for s in range(n_split):
+                v = s * nb + r
+                cv = state[v, 0]
+                kr[c : c + cv] = keys[v, :cv]
+                c += cv
+            if c > k:
+                _nth_smallest(kr, c, k - 1)
+                c = k
         if c > 0:
             tmp = np.empty(c, np.uint64)
             _radix_sort(kr[:c], tmp)
@@ -460,12 +589,6 @@ def finalize(keys, state, thr, k, ids, scores, ok):
         for j in range(c, k):
             ids[r, j] = -1
             scores[r, j] = -np.inf
-        good = True
-        if state[r, 2] != 0:
-            if c < k:
-                good = False
-            else:
-                good = scores[r, k - 1] > thr[r, 0]
         ok[r] = 1 if good else 0
 
 
@@ -569,12 +692,28 @@ def block_f16_to_f32(src_u16, dst, normalize):
                 dst[i, j] *= inv
 
 
-@pjit(fastmath=_FM)
-def l2_from_ip(scores, q_sq, c_sq):
-    """In place: ``scores[i, j] = 2 * scores[i, j] - q_sq[i] - c_sq[j]`` (= ``-||q_i - c_j||^2``
-    when ``scores`` holds inner products and ``*_sq`` the squared norms)."""
-    nb, nc = scores.shape
-    for i in prange(nb):
-        qi = q_sq[i]
-        for j in range(nc):
-            scores[i, j] = np.float32(2.0) * scores[i, j] - qi - c_sq[j]
+@jit
+def nonfinite_rows(bits, bad):
+    """``bad[i] = 1`` where row ``i`` of a float32 matrix (given as its uint32 bit view) holds a
+    NaN or an infinity, else 0 (integer tests: no floating-point flags can fold them away).
+    Serial: it runs at memory speed, once per block."""
+    n, d = bits.shape
+    e = np.uint32(0x7F800000)
+    for i in range(n):
+        m = np.uint32(0)
+        for j in range(d):
+            m |= np.uint32((bits[i, j] & e) == e)
+        bad[i] = m
+
+
+@jit
+def sq_norms(x, out):
+    """``out[i] = sum_j x[i, j]^2`` summed in float64 in index order, rounded to float32: the
+    same bits for a row wherever it sits in a block. Serial (memory speed, once per block)."""
+    n, d = x.shape
+    for i in range(n):
+        acc = 0.0
+        for j in range(d):
+            v = np.float64(x[i, j])
+            acc += v * v
+        out[i] = np.float32(acc)

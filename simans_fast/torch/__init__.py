@@ -9,6 +9,7 @@
 * :mod:`simans_fast.torch.distributed` -- sharded exact top-k and sharded sampling with
   ``torch.distributed``.
 * :func:`to_sentence_transformers` -- a ``datasets.Dataset`` for sentence-transformers losses.
+* :func:`topk_torch` -- exact top-k on the tensors' device (``sf.topk(..., backend="torch")``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .data import (SimANSDataset, SimANSIterableDataset, collate_simans, negativ
                    shard_indices)
 from .refresh import RefreshSchedule, SimANSRefresher, refresh
 from .sampling import in_worker, simans_negatives_torch
+from .topk import topk_torch
 
 __all__ = [
     "RefreshSchedule",
@@ -36,6 +38,7 @@ __all__ = [
     "shard_indices",
     "simans_negatives_torch",
     "to_sentence_transformers",
+    "topk_torch",
 ]
 
 

@@ -66,8 +66,8 @@ def _positive_ids_for(positive_ids, pidx, rows):
 def _batch_arrays(sampler, rows, epoch, positive_ids, parallel=None):
     rows = np.asarray(rows, dtype=np.int64)
     par = _parallel(parallel, rows.size)
-    neg = sampler.sample(rows, epoch, parallel=par)
-    pidx = sampler.positive_index(rows, epoch)
+    neg = sampler.sample(rows=rows, epoch=epoch, parallel=par)
+    pidx = sampler.positive_index(rows=rows, epoch=epoch)
     out = {"query_index": rows, "positive_index": pidx, "negative_ids": neg}
     if positive_ids is not None:
         out["positive_id"] = _positive_ids_for(positive_ids, pidx, rows)
@@ -78,7 +78,7 @@ def _warm_serial(sampler):
     """Compile (or load from Numba's cache) the serial kernels in the main process, so forked
     workers inherit them and spawned workers find them in the on-disk cache."""
     if sampler.n_queries and not in_worker():
-        sampler.sample(np.zeros(1, np.int64), 0, parallel=False)
+        sampler.sample(rows=np.zeros(1, np.int64), epoch=0, parallel=False)
 
 
 def _to_tensors(arrays):
@@ -128,7 +128,7 @@ def negatives_for(sampler, query_indices, epoch: int = 0, *, parallel: bool | No
     if rows.dtype.kind not in "iu" and rows.size:
         raise ValueError(f"query_indices must be integers, got dtype {rows.dtype}")
     rows = rows.ravel().astype(np.int64, copy=False)
-    neg = torch.from_numpy(sampler.sample(rows, epoch, parallel=_parallel(parallel, rows.size)))
+    neg = torch.from_numpy(sampler.sample(rows=rows, epoch=epoch, parallel=_parallel(parallel, rows.size)))
     return neg if device is None or device.type == "cpu" else neg.to(device)
 
 

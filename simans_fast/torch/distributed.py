@@ -1,7 +1,8 @@
 """Sharded mining and sampling with ``torch.distributed`` (any backend; gloo on CPU).
 
 * **Sharded mining.** Every rank holds a contiguous block of corpus rows and all queries. It
-  computes the exact top-k of every query over its block with :func:`simans_fast.topk`
+  computes the exact top-k of every query over its block with :func:`simans_fast.topk`, or with
+  :func:`simans_fast.torch.topk.topk_torch` on the block's device for ``backend="torch"``
   (exclusions translated to local rows), maps the local rows to global ones, and the ranks
   exchange ``(scores, ids)`` with ``all_gather``. The merge orders by score descending, ties by
   the lower global document id, which is the order of the single-process :func:`simans_fast.topk`,
@@ -33,6 +34,14 @@ __all__ = ["shard_range", "corpus_offsets", "sharded_topk", "sharded_mine_candid
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
+def _comm_device(group=None):
+    """Device of the tensors exchanged by the collectives: CUDA for an NCCL group (NCCL only
+    moves CUDA tensors), the CPU otherwise (gloo, or a mixed ``"cpu:gloo,cuda:nccl"`` group)."""
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def _rank_world(group=None):
     if not (dist.is_available() and dist.is_initialized()):
         raise ValueError("torch.distributed is not initialised: call "
@@ -56,11 +65,11 @@ def shard_range(n_items: int, rank: int, world_size: int) -> slice:
 
 def _all_gather_ints(values, group):
     """all_gather of a small int64 vector; returns (world, len) ndarray."""
-    t = torch.as_tensor(np.asarray(values, dtype=np.int64))
     _, world = _rank_world(group)
+    t = torch.as_tensor(np.asarray(values, dtype=np.int64)).to(_comm_device(group))
     out = [torch.empty_like(t) for _ in range(world)]
     dist.all_gather(out, t, group=group)
-    return torch.stack(out).numpy()
+    return torch.stack(out).cpu().numpy()
 
 
 def corpus_offsets(n_local: int, *, group=None) -> np.ndarray:
@@ -135,13 +144,14 @@ def gather_merge(scores, ids, k: int, *, group=None):
     _, world = _rank_world(group)
     if world == 1:
         return merge_topk(scores, ids, k)
-    t_ids = torch.from_numpy(np.ascontiguousarray(ids, np.int64))
-    t_sc = torch.from_numpy(np.ascontiguousarray(scores, np.float32))
+    dev = _comm_device(group)
+    t_ids = torch.from_numpy(np.ascontiguousarray(ids, np.int64)).to(dev)
+    t_sc = torch.from_numpy(np.ascontiguousarray(scores, np.float32)).to(dev)
     g_ids = [torch.empty_like(t_ids) for _ in range(world)]
     g_sc = [torch.empty_like(t_sc) for _ in range(world)]
     dist.all_gather(g_ids, t_ids, group=group)
     dist.all_gather(g_sc, t_sc, group=group)
-    return merge_topk(torch.cat(g_sc, 1).numpy(), torch.cat(g_ids, 1).numpy(), k)
+    return merge_topk(torch.cat(g_sc, 1).cpu().numpy(), torch.cat(g_ids, 1).cpu().numpy(), k)
 
 
 # ------------------------------------------------------------------------------------------
@@ -154,10 +164,11 @@ def sharded_topk(queries, corpus_shard, k: int, *, exclude=None, metric: str = "
     Parameters
     ----------
     queries : ndarray (n_queries, dim)
-        All queries, identical on every rank.
+        All queries, identical on every rank (with ``backend="torch"`` also a tensor).
     corpus_shard : ndarray (n_local, dim)
         This rank's block of corpus rows (global rows ``offsets[rank]:offsets[rank + 1]``;
-        blocks in rank order, e.g. ``corpus[shard_range(n_docs, rank, world)]``).
+        blocks in rank order, e.g. ``corpus[shard_range(n_docs, rank, world)]``); with
+        ``backend="torch"`` also a tensor on any device (e.g. this rank's GPU).
     k : int
         Candidates per query.
     exclude : optional
@@ -172,6 +183,12 @@ def sharded_topk(queries, corpus_shard, k: int, *, exclude=None, metric: str = "
     group : ProcessGroup, optional
     **topk_kwargs
         Passed to :func:`simans_fast.topk` (``backend``, ``query_block``, ``n_threads``...).
+        ``backend="torch"``: the local top-k is
+        :func:`simans_fast.torch.topk.topk_torch` (the rest of ``topk_kwargs`` -- ``device``,
+        ``dtype``, ``query_block``, ``corpus_block``, ... -- go to it), computed where the
+        shard lives, with the shard's and the chunk's global offsets, so every score is
+        bit-identical to the single-process ``topk_torch`` and the merged result equals it
+        exactly, for any data; the merge is the same as for the other backends.
 
     Returns
     -------
@@ -208,6 +225,21 @@ def sharded_topk(queries, corpus_shard, k: int, *, exclude=None, metric: str = "
         raise ValueError("the corpus is empty on every rank")
     excl = _exclude_csr(exclude, n_q, n_docs)
     local_excl = _localize(excl, lo, hi) if excl is not None else None
+    for name in ("query_offset", "corpus_offset"):
+        if name in topk_kwargs:
+            raise ValueError(f"{name} is set by sharded_topk (the global offsets of the "
+                             "query chunk and of this rank's shard): do not pass it")
+    if topk_kwargs.get("backend") == "torch":
+        from .topk import topk_torch as search
+
+        opts = {name: v for name, v in topk_kwargs.items() if name != "backend"}
+    else:
+        search, opts = topk, topk_kwargs
+
+    def local_topk(q, ex, qs):
+        # global offsets: every score is bit-identical to the single-process call's
+        return search(q, corpus_shard, k, metric=metric, exclude=ex, query_offset=qs,
+                      corpus_offset=lo, **opts)
 
     out_ids = np.full((n_q, k), -1, np.int64)
     out_scores = np.full((n_q, k), -np.inf, np.float32)
@@ -218,7 +250,7 @@ def sharded_topk(queries, corpus_shard, k: int, *, exclude=None, metric: str = "
             if local_excl is not None:
                 p, e = local_excl
                 ex = (p[qs:qe + 1] - p[qs], e[p[qs]:p[qe]])
-            c = topk(queries[qs:qe], corpus_shard, k, metric=metric, exclude=ex, **topk_kwargs)
+            c = local_topk(queries[qs:qe], ex, qs)
             ids = np.where(c.ids >= 0, c.ids + lo, -1)
             sc = np.ascontiguousarray(c.scores, np.float32)
         else:
@@ -272,9 +304,9 @@ def sharded_mine_candidates(queries, corpus_shard, qrels, *, k: int = 200, metri
         got = np.asarray(rescore(queries, corpus_shard, local, metric=metric), np.float32)
         pscores = np.where(mine_, got, np.float32(-np.inf)).astype(np.float32)
     if world > 1:
-        t = torch.from_numpy(np.ascontiguousarray(pscores))
+        t = torch.from_numpy(np.ascontiguousarray(pscores)).to(_comm_device(group))
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
-        pscores = t.numpy()
+        pscores = t.cpu().numpy()
     pscores = np.array(pscores, np.float32, copy=True)
     pscores[pos < 0] = np.nan
     return MinedCandidates(cands.ids, cands.scores, pos, pscores)
@@ -342,7 +374,7 @@ def sample_shard(sampler, epoch: int = 0, *, group=None, rank=None, world_size=N
         rank = r if rank is None else rank
         world_size = w if world_size is None else world_size
     rows = shard_range(int(sampler.n_queries), rank, world_size)
-    neg = sampler.sample(np.arange(rows.start, rows.stop, dtype=np.int64), epoch,
+    neg = sampler.sample(rows=np.arange(rows.start, rows.stop, dtype=np.int64), epoch=epoch,
                          parallel=parallel)
     if gather:
         return gather_rows(neg, int(sampler.n_queries), group=group), slice(0, sampler.n_queries)
@@ -375,8 +407,9 @@ def gather_rows(local, n_total: int, *, group=None) -> np.ndarray:
     t = torch.from_numpy(local)
     buf = torch.zeros((width,) + tuple(t.shape[1:]), dtype=t.dtype)
     buf[: t.shape[0]] = t
+    buf = buf.to(_comm_device(group))
     parts = [torch.empty_like(buf) for _ in range(world)]
     dist.all_gather(parts, buf, group=group)
     out = [parts[r][: shard_range(int(n_total), r, world).stop
                      - shard_range(int(n_total), r, world).start] for r in range(world)]
-    return torch.cat(out).numpy()
+    return torch.cat(out).cpu().numpy()

@@ -162,6 +162,25 @@ def _as_tensor(x, name, device):
     return torch.as_tensor(arr, device=device)
 
 
+def _check_values_torch(ids, scores, pos):
+    """The core's value rules (:func:`simans_fast.core.check_candidate_values`) on the device."""
+    below = ids < -1
+    if bool(below.any()):
+        r, c = (int(v) for v in torch.nonzero(below)[0])
+        raise _core._candidate_error(_core._k.CAND_ID_BELOW, r, c, int(ids[r, c]),
+                                     "candidate_ids", "candidate_scores")
+    plus = (scores == math.inf) & (ids != -1)
+    if bool(plus.any()):
+        r, c = (int(v) for v in torch.nonzero(plus)[0])
+        raise _core._candidate_error(-1, r, c, int(ids[r, c]), "candidate_ids",
+                                     "candidate_scores")
+    inf = torch.isinf(pos)
+    if bool(inf.any()):
+        r = int(torch.nonzero(inf)[0, 0])
+        raise ValueError(f"positive_scores is {float(pos[r])} at index ({r},): a positive's "
+                         f"score must be finite (NaN marks an unknown positive)")
+
+
 def _float_dtype(device):
     # MPS has no float64
     return torch.float32 if device.type == "mps" else torch.float64
@@ -209,6 +228,7 @@ def _negatives_torch(candidate_ids, candidate_scores, positive_scores, n, *, a, 
         if tuple(keys.shape) != (n_q,):
             raise ValueError(f"row_keys must have shape ({n_q},), got {tuple(keys.shape)}")
         keys = keys.to(torch.int64)
+    _check_values_torch(ids, scores, pos)
     fdt = _float_dtype(device)
     pos = pos.to(fdt)
     unknown = ~torch.isfinite(pos)

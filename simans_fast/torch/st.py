@@ -6,13 +6,14 @@ import warnings
 
 import numpy as np
 
+from ..io import ST_ON_SHORT, st_fill_negatives
 from .data import _check_epoch, _check_positive_ids, _check_sampler, _positive_ids_for
 from .sampling import _parallel
 
 __all__ = ["to_sentence_transformers"]
 
 _FORMATS = ("n-tuple", "triplet")
-_ON_SHORT = ("repeat", "drop", "raise")
+_ON_SHORT = ST_ON_SHORT
 
 
 def _text(texts, i, name):
@@ -49,9 +50,14 @@ def to_sentence_transformers(sampler, query_texts, doc_texts, *, positive_ids, e
         Query rows to include (default: all), e.g. this rank's shard.
     on_short : {"repeat", "drop", "raise"}, default "repeat"
         ``n-tuple`` rows with fewer than ``n`` negatives (fewer valid candidates than ``n``):
-        repeat the drawn negatives cyclically (what the paper's code does), drop the row, or
-        raise. Rows with no negative or no positive at all are dropped with a warning unless
-        ``"raise"``.
+        fill them by cycling the row's own negatives in draw order (``[d1, d2, d1]`` for
+        ``n = 3``; what the paper's code does), drop the row (the rule of sentence-transformers'
+        ``mine_hard_negatives``), or raise. Rows with no negative or no positive at all are
+        dropped with a warning unless ``"raise"``. This is the package's one policy: the
+        sentence-transformers files of ``simans_fast.io.write_negatives`` / ``simans-fast
+        --format sentence-transformers`` apply the same rule
+        (:func:`simans_fast.io.st_fill_negatives`), so a file and this dataset hold the same
+        rows.
 
     Returns
     -------
@@ -75,8 +81,8 @@ def to_sentence_transformers(sampler, query_texts, doc_texts, *, positive_ids, e
     from .. import core as _core
 
     rows = _core.check_rows(rows, n_q)
-    neg = sampler.sample(rows, epoch, parallel=_parallel(None, rows.size))
-    pid = _positive_ids_for(pos_ids, sampler.positive_index(rows, epoch), rows)
+    neg = sampler.sample(rows=rows, epoch=epoch, parallel=_parallel(None, rows.size))
+    pid = _positive_ids_for(pos_ids, sampler.positive_index(rows=rows, epoch=epoch), rows)
     n = neg.shape[1]
     counts = (neg >= 0).sum(axis=1)
     no_pos = pid < 0
@@ -111,9 +117,7 @@ def to_sentence_transformers(sampler, query_texts, doc_texts, *, positive_ids, e
     for t in range(n):
         cols[f"negative_{t + 1}"] = []
     for i in keep:
-        c = int(counts[i])
-        row = neg[i]
+        filled = st_fill_negatives(list(neg[i, : counts[i]]), n, "repeat")
         for t in range(n):
-            d = row[t] if t < c else row[t % c]  # cyclic repeat of the drawn negatives
-            cols[f"negative_{t + 1}"].append(_text(doc_texts, d, "doc_texts"))
+            cols[f"negative_{t + 1}"].append(_text(doc_texts, filled[t], "doc_texts"))
     return datasets.Dataset.from_dict(cols)

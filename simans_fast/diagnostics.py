@@ -1,0 +1,208 @@
+"""How many candidates does SimANS really choose from? Effective candidates per query.
+
+SimANS draws negatives with probability ``p_i ∝ exp(logw_i)`` over a query's valid candidates.
+When the scores' spread is small against ``1/sqrt(a)`` (cosine scores in [-1, 1] with the
+paper's ``a = 0.5``), every ``p_i`` is nearly ``1/n_valid`` and SimANS is uniform sampling in
+disguise. This module measures that, per query, from the log-weights:
+
+``perplexity`` (default)
+    ``exp(H(p))`` with ``H(p) = -Σ p_i log p_i``: the number of equally likely candidates that
+    would be exactly as uncertain as ``p``.
+``inverse_simpson``
+    ``1 / Σ p_i²``: the number of equally likely candidates with the same chance that two
+    independent draws pick the same candidate.
+
+Both lie in ``[1, n_valid]``, equal ``n_valid`` exactly when the weights are uniform, and 1
+when one candidate holds all the mass (``inverse_simpson <= perplexity`` always). They
+describe one draw; ``n`` draws without replacement cover at most ``min(n, n_valid)``
+candidates, so rows with ``n_valid <= n`` take every candidate whatever the weights.
+
+Everything here is plain NumPy (float64), row-chunked, and imports nothing beyond numpy.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MEASURES", "FlatWeightsWarning", "EffectiveCandidates", "effective_candidates",
+           "simans_effective_candidates", "summarize_effective", "warn_if_flat"]
+
+MEASURES = ("perplexity", "inverse_simpson")
+#: default share of the valid candidates above which the weights count as "nearly flat"
+FLAT_RATIO = 0.9
+_CHUNK = 4096
+
+
+class FlatWeightsWarning(UserWarning):
+    """SimANS weights are nearly uniform over the valid candidates (check the score scale)."""
+
+
+@dataclass(frozen=True)
+class EffectiveCandidates:
+    """Per-query effective number of candidates (see the module docstring).
+
+    Attributes
+    ----------
+    effective : ndarray of shape (n_q,), float64
+        Effective number of candidates; NaN for rows without a valid candidate.
+    n_valid : ndarray of shape (n_q,), int64
+        Valid candidates (finite log-weight) per row.
+    measure : str
+        ``"perplexity"`` or ``"inverse_simpson"``.
+    """
+
+    effective: np.ndarray
+    n_valid: np.ndarray
+    measure: str
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """``effective / n_valid`` per row (NaN where ``n_valid == 0``); 1.0 means uniform."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.n_valid > 0, self.effective / np.maximum(self.n_valid, 1),
+                            np.nan)
+
+
+def _check_measure(measure):
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {list(MEASURES)}, got {measure!r}")
+    return measure
+
+
+def effective_candidates(log_weights, *, measure: str = "perplexity") -> EffectiveCandidates:
+    """Effective number of candidates of every row of (unnormalised) log-weights.
+
+    Parameters
+    ----------
+    log_weights : float array of shape (n_q, k)
+        Log-weights as returned by :func:`simans_fast.ambiguity_log_weights`: ``-inf`` (or NaN)
+        marks an invalid candidate. Only differences within a row matter.
+    measure : {"perplexity", "inverse_simpson"}, default "perplexity"
+
+    Returns
+    -------
+    EffectiveCandidates
+    """
+    _check_measure(measure)
+    lw = np.asarray(log_weights)
+    if lw.ndim != 2 or lw.dtype.kind != "f":
+        got = f"dtype {lw.dtype}" if lw.dtype.kind != "f" else f"shape {lw.shape}"
+        raise ValueError(f"log_weights must be a 2-D float array (n_q, k), got {got}")
+    n_q = lw.shape[0]
+    eff = np.full(n_q, np.nan)
+    n_valid = np.zeros(n_q, np.int64)
+    for lo in range(0, n_q, _CHUNK):
+        x = lw[lo:lo + _CHUNK].astype(np.float64)
+        valid = np.isfinite(x)
+        nv = valid.sum(axis=1)
+        n_valid[lo:lo + _CHUNK] = nv
+        if x.shape[1] == 0:
+            continue
+        peak = np.where(valid, x, -np.inf).max(axis=1, keepdims=True)
+        peak = np.where(np.isfinite(peak), peak, 0.0)
+        z = np.where(valid, x - peak, -np.inf)          # <= 0, 0 at the peak
+        w = np.exp(z)                                   # 0 for invalid
+        tot = w.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = w / tot
+            if measure == "perplexity":
+                # H = log(tot) - Σ p z (z finite wherever p > 0)
+                pz = np.where(p > 0, p * np.where(valid, z, 0.0), 0.0).sum(axis=1)
+                h = np.log(tot[:, 0]) - pz
+                e = np.exp(h)
+            else:
+                e = 1.0 / (p * p).sum(axis=1)
+        e = np.clip(e, 1.0, np.maximum(nv, 1).astype(np.float64))
+        eff[lo:lo + _CHUNK] = np.where(nv > 0, e, np.nan)
+    return EffectiveCandidates(eff, n_valid, measure)
+
+
+def simans_effective_candidates(candidate_scores, positive_scores, *, a: float = 0.5,
+                                b: float = 0.0, kernel: str = "gaussian",
+                                score_scale: float = 1.0, candidate_ids=None,
+                                measure: str = "perplexity") -> EffectiveCandidates:
+    """Effective candidates of SimANS with these parameters on these scores.
+
+    The weights are ``exp(-a (c·s_i - c·s_pos - b)^2)`` (``gaussian``) or
+    ``exp(-a |c·s_i - c·s_pos - b|)`` (``laplace``) with ``c = score_scale``, exactly what
+    :func:`simans_fast.mine_hard_negatives` samples from (and, with ``score_scale=1``, what
+    :func:`simans_fast.simans_negatives` samples from).
+
+    Parameters
+    ----------
+    candidate_scores : float array of shape (n_q, k)
+        NaN or ``-inf`` marks padding.
+    positive_scores : array of shape (n_q,)
+        Rows with a non-finite positive get uniform weights (``missing_positive="uniform"``).
+    a, b, kernel
+        As in :func:`simans_fast.ambiguity_log_weights`; ``b`` is in scaled units.
+    score_scale : float, default 1.0
+        Multiplier applied to every score before the kernel (> 0).
+    candidate_ids : int array of shape (n_q, k), optional
+        ``-1`` marks padding too.
+    measure : {"perplexity", "inverse_simpson"}
+    """
+    from . import core as _core
+
+    c = _check_scale(score_scale)
+    s = np.asarray(candidate_scores, dtype=np.float64) * c
+    p = np.asarray(positive_scores, dtype=np.float64) * c
+    logw = _core.ambiguity_log_weights(s, p, a=a, b=b, kernel=kernel,
+                                       missing_positive="uniform", candidate_ids=candidate_ids)
+    return effective_candidates(logw, measure=measure)
+
+
+def _check_scale(score_scale):
+    if isinstance(score_scale, (bool, np.bool_)) or not isinstance(score_scale, numbers.Real):
+        raise ValueError(f"score_scale must be a positive finite number, got {score_scale!r}")
+    c = float(score_scale)
+    if not np.isfinite(c) or c <= 0:
+        raise ValueError(f"score_scale must be a positive finite number, got {score_scale!r}")
+    return c
+
+
+def summarize_effective(eff: EffectiveCandidates, n: int | None = None) -> dict:
+    """Aggregate figures: mean / median effective candidates, mean valid, mean ratio.
+
+    Rows with no valid candidate are left out; with ``n`` given, so are rows with
+    ``n_valid <= n`` for ``mean_ratio`` and ``flat_rows`` (every candidate is taken there
+    whatever the weights). ``flat_rows``: rows whose ratio exceeds :data:`FLAT_RATIO`.
+    """
+    has = eff.n_valid > 0
+    sel = has if n is None else has & (eff.n_valid > int(n))
+    r = eff.ratio
+    out = {
+        "measure": eff.measure,
+        "rows": int(has.sum()),
+        "mean_effective": float(np.mean(eff.effective[has])) if has.any() else float("nan"),
+        "median_effective": float(np.median(eff.effective[has])) if has.any() else float("nan"),
+        "mean_valid": float(np.mean(eff.n_valid[has])) if has.any() else float("nan"),
+        "rows_compared": int(sel.sum()),
+        "mean_ratio": float(np.mean(r[sel])) if sel.any() else float("nan"),
+        "flat_rows": int(np.count_nonzero(r[sel] > FLAT_RATIO)) if sel.any() else 0,
+    }
+    return out
+
+
+def warn_if_flat(eff: EffectiveCandidates, n: int | None = None, *,
+                 threshold: float = FLAT_RATIO, hint: str = "", stacklevel: int = 2) -> bool:
+    """Warn (:class:`FlatWeightsWarning`) when the weights are nearly uniform on average.
+
+    "Nearly flat": the mean over rows (with more than ``n`` valid candidates when ``n`` is
+    given) of ``effective / n_valid`` exceeds ``threshold`` (default 0.9). Returns whether it
+    warned.
+    """
+    summ = summarize_effective(eff, n)
+    ratio = summ["mean_ratio"]
+    if not np.isfinite(ratio) or ratio <= threshold:
+        return False
+    warnings.warn(
+        f"SimANS weights are nearly flat: {summ['mean_effective']:.1f} effective candidates "
+        f"({eff.measure}) of {summ['mean_valid']:.1f} valid per query on average "
+        f"({ratio:.0%} > {threshold:.0%}), so sampling is close to uniform." + hint,
+        FlatWeightsWarning, stacklevel=stacklevel + 1)
+    return True

@@ -1,0 +1,143 @@
+"""File formats of the tools simans_fast feeds: one module per ecosystem, loaded on first use.
+
+``get_format(name)`` returns the module registered under ``name``; nothing is imported until
+then (this package imports only the standard library). Each module holds its readers and
+writers side by side; see ``docs/formats.md``.
+
+========================  ====================================================================
+name                      module
+========================  ====================================================================
+``flagembedding``         FlagEmbedding training JSONL (``query``, ``pos``, ``neg``,
+                          ``pos_scores``, ``neg_scores``, ``prompt``, ``type``)
+``pylate``                PyLate distillation files (train, queries, documents JSONL)
+``runfile``               TREC run ``qid Q0 docid rank score tag`` or ``qid<TAB>docid<TAB>score``
+``sentence-transformers`` sentence-transformers dataset columns (triplet, n-tuple, labeled-*)
+========================  ====================================================================
+"""
+
+from __future__ import annotations
+
+from importlib import import_module as _import_module
+
+__all__ = ["FORMATS", "FormatError", "get_format", "format_names"]
+
+#: registered name -> module path (imported lazily by :func:`get_format`)
+FORMATS = {
+    "flagembedding": "simans_fast.formats.flagembedding",
+    "pylate": "simans_fast.formats.pylate",
+    "runfile": "simans_fast.formats.runfile",
+    "sentence-transformers": "simans_fast.formats.sentence_transformers",
+}
+
+
+class FormatError(ValueError):
+    """A file that does not follow its format; the message names the file and line.
+
+    Attributes ``path`` and ``line`` (1-based, ``None`` when the problem is not on one line)
+    say where.
+    """
+
+    def __init__(self, message: str, path=None, line=None):
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+        self.line = line
+
+
+def format_names() -> tuple:
+    """The registered format names."""
+    return tuple(FORMATS)
+
+
+def get_format(name: str):
+    """The module registered under ``name`` (imported on first use).
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a registered format.
+    """
+    if not isinstance(name, str) or name not in FORMATS:
+        raise ValueError(f"format must be one of {list(FORMATS)}, got {name!r}")
+    return _import_module(FORMATS[name])
+
+
+# ------------------------------------------------------------------------- shared helpers
+# (standard library only, so that importing this package stays cheap)
+def _where(path, line=None) -> str:
+    return f"{path}:{line}" if line is not None else f"{path}"
+
+
+def _open_input(path, param: str):
+    """Open ``path`` for binary reading; a missing file or a directory is a FormatError."""
+    import os
+
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        raise FormatError(f"{param} {p}: is a directory, expected a file", p)
+    try:
+        return open(p, "rb")
+    except FileNotFoundError:
+        raise FormatError(f"{param} {p}: file not found; check the path", p) from None
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON (write numbers, or null)")
+
+
+def _object_no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"key {k!r} appears twice in one object")
+        out[k] = v
+    return out
+
+
+def iter_jsonl(path, *, param: str = "path"):
+    """Yield ``(line_number, object)`` for each line of a JSONL file, strictly.
+
+    Every line must hold one JSON object (UTF-8; a byte-order mark before the first line is
+    allowed). Blank lines, invalid JSON, ``NaN``/``Infinity`` tokens, a key repeated in one
+    object, or a non-object value raise :class:`FormatError` naming the file and line.
+    """
+    import json
+
+    decoder = json.JSONDecoder(object_pairs_hook=_object_no_duplicates,
+                               parse_constant=_reject_constant)
+    with _open_input(path, param) as f:
+        p = f.name
+        for no, raw in enumerate(f, 1):
+            if no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise FormatError(f"{p}:{no}: not UTF-8 text ({e.reason} at byte {e.start})",
+                                  p, no) from None
+            text = text.rstrip("\r\n")
+            if not text.strip():
+                raise FormatError(f"{p}:{no}: blank line; every line must hold one JSON object",
+                                  p, no)
+            try:
+                obj = decoder.decode(text)
+            except ValueError as e:  # json.JSONDecodeError is a ValueError
+                raise FormatError(f"{p}:{no}: not valid JSON: {e}", p, no) from None
+            if not isinstance(obj, dict):
+                raise FormatError(f"{p}:{no}: expected a JSON object ({{...}}), got "
+                                  f"{type(obj).__name__}", p, no)
+            yield no, obj
+
+
+def json_line(obj) -> str:
+    """One compact JSONL line (UTF-8 text kept as is, key order kept, NaN refused)."""
+    import json
+
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def atomic_text_writer(path):
+    """Context manager yielding a text file on a temporary name, renamed onto ``path`` (after
+    fsync) only when the block finishes without an exception: nothing is half-written."""
+    from ..io import _AtomicFile  # the package's one atomic writer
+
+    return _AtomicFile(path, "w", encoding="utf-8", newline="\n")
