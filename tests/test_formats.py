@@ -286,7 +286,7 @@ def test_pylate_files_read_by_datasets_as_pylate_does(tmp_path):
     assert len({len(x["scores"]) for x in train}) == 1
 
 
-def _source_module(package, env, modules):
+def _source_module(package, env, modules, required=False):
     """Import ``modules`` of ``package`` without running its top-level ``__init__`` (which pulls
     in optional dependencies): from the installed package, or from the source tree named by the
     environment variable ``env`` (an unpacked wheel). Skips when neither is there."""
@@ -300,6 +300,8 @@ def _source_module(package, env, modules):
     else:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
+            if required:  # a declared test dependency: its absence is a broken install
+                pytest.fail(f"{package} is in the [test] extra but is not installed")
             pytest.skip(f"{package} is not installed (set {env} to an unpacked wheel to run)")
         root = list(spec.submodule_search_locations)[0]
     if not os.path.isdir(root):
@@ -354,7 +356,7 @@ def test_flagembedding_train_dataset_reads_our_file(tmp_path):
     ds_mod, args_mod = _source_module(
         "FlagEmbedding", "SIMANS_FAST_FLAGEMBEDDING_SRC",
         ["FlagEmbedding.abc.finetune.embedder.AbsDataset",
-         "FlagEmbedding.abc.finetune.embedder.AbsArguments"])
+         "FlagEmbedding.abc.finetune.embedder.AbsArguments"], required=True)
     from _models import minilm_path
     from transformers import AutoTokenizer
 
