@@ -104,6 +104,22 @@ def iter_jsonl(path, *, param: str = "path"):
 
     decoder = json.JSONDecoder(object_pairs_hook=_object_no_duplicates,
                                parse_constant=_reject_constant)
+    for p, no, text in text_lines(path, param=param,
+                                  blank="blank line; every line must hold one JSON object"):
+        try:
+            obj = decoder.decode(text)
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            raise FormatError(f"{p}:{no}: not valid JSON: {e}", p, no) from None
+        if not isinstance(obj, dict):
+            raise FormatError(f"{p}:{no}: expected a JSON object ({{...}}), got "
+                              f"{type(obj).__name__}", p, no)
+        yield no, obj
+
+
+def text_lines(path, *, param: str = "path", blank: str = "blank line"):
+    """Yield ``(file name, line number, text)`` with line ends removed, strictly: UTF-8 (a
+    byte-order mark before the first line is allowed) and no blank line (``blank`` is the
+    message), each failure a :class:`FormatError` naming the file and line."""
     with _open_input(path, param) as f:
         p = f.name
         for no, raw in enumerate(f, 1):
@@ -116,16 +132,37 @@ def iter_jsonl(path, *, param: str = "path"):
                                   p, no) from None
             text = text.rstrip("\r\n")
             if not text.strip():
-                raise FormatError(f"{p}:{no}: blank line; every line must hold one JSON object",
-                                  p, no)
-            try:
-                obj = decoder.decode(text)
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
-                raise FormatError(f"{p}:{no}: not valid JSON: {e}", p, no) from None
-            if not isinstance(obj, dict):
-                raise FormatError(f"{p}:{no}: expected a JSON object ({{...}}), got "
-                                  f"{type(obj).__name__}", p, no)
-            yield no, obj
+                raise FormatError(f"{p}:{no}: {blank}", p, no)
+            yield p, no, text
+
+
+def type_name(x) -> str:
+    """A value's type as a JSON reader would say it (``null`` for None)."""
+    return "null" if x is None else type(x).__name__
+
+
+def finite_scores(value, key, n, count_key, where, *, per="text"):
+    """``value`` as a list of ``n`` finite floats (one per entry of ``count_key``), or a
+    :class:`FormatError` at ``where`` naming ``key`` and the index."""
+    import math
+    import numbers
+
+    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):
+        value = value.tolist()  # numpy arrays from a caller (writer side)
+    if not isinstance(value, (list, tuple)):
+        raise FormatError(f"{where}: {key!r} must be a list of numbers, got {type_name(value)}")
+    if len(value) != n:
+        raise FormatError(f"{where}: {key!r} has {len(value)} value(s) but {count_key!r} has "
+                          f"{n}; one score per {per}")
+    out = []
+    for i, s in enumerate(value):
+        if isinstance(s, bool) or not isinstance(s, numbers.Real):
+            raise FormatError(f"{where}: {key}[{i}] must be a number, got {type_name(s)}")
+        s = float(s)
+        if not math.isfinite(s):
+            raise FormatError(f"{where}: {key}[{i}] is {s}; scores must be finite")
+        out.append(s)
+    return out
 
 
 def json_line(obj) -> str:

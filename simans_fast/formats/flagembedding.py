@@ -30,10 +30,9 @@ scores or removed: it is never left describing the old negatives.
 
 from __future__ import annotations
 
-import math
-import numbers
 
-from . import FormatError, atomic_text_writer, iter_jsonl, json_line
+from . import (FormatError, atomic_text_writer, finite_scores, iter_jsonl, json_line,
+               type_name)
 
 __all__ = [
     "KNOWN_KEYS",
@@ -50,8 +49,7 @@ KNOWN_KEYS = ("query", "pos", "neg", "pos_scores", "neg_scores", "prompt", "type
 _SCORE_KEYS = ("pos_scores", "neg_scores")
 
 
-def _type_name(x) -> str:
-    return "null" if x is None else type(x).__name__
+_type_name = type_name
 
 
 def _check_texts(value, key, where, *, allow_empty_list):
@@ -68,22 +66,7 @@ def _check_texts(value, key, where, *, allow_empty_list):
 
 
 def _check_scores(value, key, n, texts_key, where):
-    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):
-        value = value.tolist()  # numpy arrays from a caller (writer side)
-    if not isinstance(value, (list, tuple)):
-        raise FormatError(f"{where}: {key!r} must be a list of numbers, got {_type_name(value)}")
-    if len(value) != n:
-        raise FormatError(f"{where}: {key!r} has {len(value)} value(s) but {texts_key!r} has "
-                          f"{n}; one score per text")
-    out = []
-    for i, s in enumerate(value):
-        if isinstance(s, bool) or not isinstance(s, numbers.Real):
-            raise FormatError(f"{where}: {key}[{i}] must be a number, got {_type_name(s)}")
-        s = float(s)
-        if not math.isfinite(s):
-            raise FormatError(f"{where}: {key}[{i}] is {s}; scores must be finite")
-        out.append(s)
-    return out
+    return finite_scores(value, key, n, texts_key, where)
 
 
 def check_record(record, where: str = "record", *, require_neg: bool = False) -> dict:

@@ -25,10 +25,10 @@ Rules here, so the files never degrade silently on PyLate's side:
 
 from __future__ import annotations
 
-import math
 import numbers
 
-from . import FormatError, atomic_text_writer, iter_jsonl, json_line
+from . import (FormatError, atomic_text_writer, finite_scores, iter_jsonl, json_line,
+               type_name)
 
 __all__ = [
     "check_train_record",
@@ -43,8 +43,7 @@ __all__ = [
 ]
 
 
-def _tn(x) -> str:
-    return "null" if x is None else type(x).__name__
+_tn = type_name
 
 
 def _id_kind(value, what, where):
@@ -106,22 +105,8 @@ def check_train_record(record, where="record", *, kinds=None) -> dict:
         if d in seen:
             raise FormatError(f"{where}: document_ids[{i}] = {d!r} appears twice in the row")
         seen.add(d)
-    scores = record["scores"]
-    if hasattr(scores, "tolist") and not isinstance(scores, (list, tuple)):
-        scores = scores.tolist()
-    if not isinstance(scores, (list, tuple)):
-        raise FormatError(f"{where}: 'scores' must be a list of numbers, got {_tn(scores)}")
-    if len(scores) != len(dids):
-        raise FormatError(f"{where}: 'scores' has {len(scores)} value(s) but 'document_ids' has "
-                          f"{len(dids)}; one score per document")
-    fs = []
-    for i, s in enumerate(scores):
-        if isinstance(s, bool) or not isinstance(s, numbers.Real):
-            raise FormatError(f"{where}: scores[{i}] must be a number, got {_tn(s)}")
-        s = float(s)
-        if not math.isfinite(s):
-            raise FormatError(f"{where}: scores[{i}] is {s}; scores must be finite")
-        fs.append(s)
+    fs = finite_scores(record["scores"], "scores", len(dids), "document_ids", where,
+                       per="document")
     out["document_ids"] = list(dids)
     out["scores"] = fs
     return out

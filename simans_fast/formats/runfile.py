@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import FormatError, _open_input, atomic_text_writer
+from . import FormatError, atomic_text_writer, text_lines
 
 __all__ = ["Run", "RUN_FORMATS", "detect_run_format", "read_run", "write_run"]
 
@@ -83,20 +83,8 @@ def _detect_line(text, path, no):
 
 def _lines(path, param):
     """Yield (line_no, text) with line ends removed; UTF-8 and blank lines checked."""
-    with _open_input(path, param) as f:
-        p = f.name
-        for no, raw in enumerate(f, 1):
-            if no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise FormatError(f"{p}:{no}: not UTF-8 text ({e.reason} at byte {e.start})",
-                                  p, no) from None
-            text = text.rstrip("\r\n")
-            if not text.strip():
-                raise FormatError(f"{p}:{no}: blank line in a run file", p, no)
-            yield no, text
+    for _, no, text in text_lines(path, param=param, blank="blank line in a run file"):
+        yield no, text
 
 
 def detect_run_format(path, *, param: str = "path"):
