@@ -27,6 +27,9 @@ def data():
     lw = sf.ambiguity_log_weights(s[:100], pos[:100])
     sf.sample(sf.build_alias(lw), N)
     sf.simans_negatives(ids[:100], s[:100], pos[:100], N)
+    smp = sf.SimANSSampler(ids[:100], s[:100], pos[:100], n=N)
+    smp.sample(epoch=0)
+    smp.sample(rows=np.arange(5), epoch=0, parallel=False)
     return ids, s, pos
 
 
@@ -60,3 +63,26 @@ def test_redraw_with_replacement(benchmark, data):
     ids, s, pos = data
     t = sf.build_alias(sf.ambiguity_log_weights(s, pos, a=0.5))
     benchmark(sf.sample, t, N, replace=True, epoch=1)
+
+
+@pytest.mark.parametrize("a", [0.5, 1000.0])
+def test_sampler_build(benchmark, data, a):
+    """``SimANSSampler``: log-weights and alias tables in one pass."""
+    ids, s, pos = data
+    benchmark(sf.SimANSSampler, ids, s, pos, n=N, a=a)
+
+
+@pytest.mark.parametrize("a", [0.5, 1000.0])
+def test_sampler_sample_epoch(benchmark, data, a):
+    """What a training loop calls each epoch: ``sampler.sample(epoch=...)`` (document ids)."""
+    ids, s, pos = data
+    smp = sf.SimANSSampler(ids, s, pos, n=N, a=a)
+    benchmark(lambda: smp.sample(epoch=1))
+
+
+def test_sampler_sample_batch(benchmark, data):
+    """One DataLoader batch: 64 query rows, serial (as inside a worker)."""
+    ids, s, pos = data
+    smp = sf.SimANSSampler(ids, s, pos, n=N)
+    rows = np.random.default_rng(0).permutation(N_Q)[:64]
+    benchmark(lambda: smp.sample(rows=rows, epoch=1, parallel=False))

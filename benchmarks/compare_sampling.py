@@ -10,11 +10,14 @@ For n_q x k candidate scores and n negatives without replacement, for a in {0.5,
 * ``torch.multinomial(replacement=False)`` on the whole weight matrix (if torch is installed);
 * numpy exponential keys (log w - log E, top n by argpartition), in chunks;
 * simans_fast single shot (``simans_negatives``: weights + per-row CDF + draws, fused);
-* simans_fast alias-table build (``SimANSSampler``) and re-draw of one epoch from cached tables;
+* simans_fast alias-table build (``SimANSSampler``) and one epoch drawn from the cached tables,
+  as users call it (``sampler.sample(epoch=1)``: document ids), and as columns;
 * the floor: one pass over the score matrix (numpy sum, 1 thread; numba sum, all threads).
 
-Also: first-call compile time of every kernel, cold (empty numba cache) and warm (from cache),
-in fresh subprocesses, and peak memory of the single-shot path against its inputs + outputs.
+Also: the first-use path (top-k, single shot, sampler, draw, a strategy) cold (empty numba cache)
+and warm (from the cache) in fresh subprocesses; with ``--compile-times`` the compile time per
+kernel and signature (``simans_fast._warmup`` in a fresh process on an empty cache); and peak
+memory of the single-shot path against its inputs + outputs.
 Times are medians of ``--repeat`` runs after a warm-up; compare the ratios, which are measured
 in the same run (absolute times drift 10-30 % between runs on a shared machine).
 
@@ -138,18 +141,32 @@ FIRST_CALL = textwrap.dedent("""
     import numpy as np
     import simans_fast as sf
     rng = np.random.default_rng(0)
-    s = rng.normal(size=(64, 32)).astype(np.float32)
-    ids = np.arange(64 * 32).reshape(64, 32)
-    pos = rng.normal(size=64)
+    q = rng.normal(size=(50, 32)).astype(np.float32)
+    d = rng.normal(size=(500, 32)).astype(np.float32)
+    pos = rng.normal(size=50)
     t1 = time.perf_counter()
-    lw = sf.ambiguity_log_weights(s, pos)
-    t = sf.build_alias(lw)
-    sf.sample(t, 5)
-    sf.simans_negatives(ids, s, pos, 5)
-    smp = sf.SimANSSampler(ids, s, pos, n=5)
-    smp.sample(epoch=1)
-    t2 = time.perf_counter()
-    print(json.dumps({"import": t1 - t0, "first_calls": t2 - t1}))
+    res = {"import": t1 - t0}
+    def step(name, f):
+        t = time.perf_counter()
+        out = f()
+        res[name] = time.perf_counter() - t
+        return out
+    ids, s = step("sf.topk (50 x 500 x 32)", lambda: sf.topk(q, d, 40))
+    step("sf.simans_negatives", lambda: sf.simans_negatives(ids, s, pos, 5))
+    smp = step("sf.SimANSSampler(...)", lambda: sf.SimANSSampler(ids, s, pos, n=5))
+    step("sampler.sample(epoch=1)", lambda: smp.sample(epoch=1))
+    step('sf.select_negatives(strategy="top")',
+         lambda: sf.select_negatives(ids, s, pos, 5, strategy="top"))
+    res["first_calls"] = time.perf_counter() - t1
+    print(json.dumps(res))
+""")
+
+COMPILE_TIMES = textwrap.dedent("""
+    import json
+    from simans_fast import _warmup
+    rep = _warmup.warmup({groups!r}, dtypes={dtypes!r})
+    rep["compile_seconds"] = [[k, sig, v] for (k, sig), v in rep["compile_seconds"].items()]
+    print(json.dumps(rep))
 """)
 
 MEMORY = textwrap.dedent("""
@@ -179,6 +196,7 @@ MEMORY = textwrap.dedent("""
 
 
 def first_call_latency():
+    """The first-use path of issue 11 in fresh processes: cold (empty numba cache), then warm."""
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         res = []
@@ -189,11 +207,62 @@ def first_call_latency():
     return res
 
 
+def compile_times(groups, dtypes):
+    """Compile seconds per kernel and signature (``simans_fast._warmup`` in a fresh process with
+    an empty cache), then the same warm-up in a second process, loading from that cache."""
+    code = COMPILE_TIMES.format(groups=list(groups), dtypes=list(dtypes))
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        res = []
+        for _ in range(2):
+            out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                 capture_output=True, text=True)
+            res.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return res
+
+
+def print_compile_times(cold, warm):
+    rows = sorted(cold["compile_seconds"], key=lambda r: -r[2])
+    print("\ncompile time per kernel and signature (fresh process, empty cache; a kernel's time "
+          "includes the kernels compiled inside it):")
+    for name, sig, sec in rows:
+        short = sig if len(sig) < 110 else sig[:107] + "..."
+        print(f"  {sec:7.2f} s  {name}  {short}")
+    for label, rep in (("cold", cold), ("warm", warm)):
+        ks = rep["kernels"]
+        n_sig = sum(len(v["signatures"]) for v in ks.values())
+        comp = sum(v["compiled"] for v in ks.values())
+        load = sum(v["loaded"] for v in ks.values())
+        groups = ", ".join(f"{g} {t:.2f} s" for g, t in rep["groups"].items())
+        print(f"warm-up {label}: {rep['seconds']:.2f} s ({groups}); {len(ks)} kernels, {n_sig} "
+              f"signatures: {comp} compiled, {load} loaded from the cache")
+
+
 def memory_check(n_q, k, n):
     code = MEMORY.format(here=HERE, n_q=n_q, k=k, n=n)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _baselines(rows, scores, pos, n, a, sub, scale, torch):
+    """The alternatives, appended to ``rows``."""
+    t = time.perf_counter()
+    _, fails = paper_loop(scores[:sub], pos[:sub], n, a)
+    t_paper = (time.perf_counter() - t) * scale
+    rows.append(("paper code loop (extrapolated)", t_paper,
+                 f"{fails / sub:.1%} rows failed" if fails else ""))
+    t = time.perf_counter()
+    _, fails = numpy_choice(scores[:sub], pos[:sub], n, a)
+    rows.append(("numpy Generator.choice per row (extrapolated)",
+                 (time.perf_counter() - t) * scale,
+                 f"{fails / sub:.1%} rows failed" if fails else ""))
+    if torch is not None:
+        st_, pt_ = torch.from_numpy(scores), torch.from_numpy(pos.astype(np.float32))
+        rows.append(("torch.multinomial(replacement=False)",
+                     timeit(lambda: torch_multinomial(st_, pt_, n, a, torch), 1), ""))
+    rows.append(("numpy exponential keys + argpartition",
+                 timeit(lambda: numpy_expkeys(scores, pos, n, a), 1), ""))
 
 
 # ------------------------------------------------------------------------------------------
@@ -208,6 +277,18 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--no-first-call", action="store_true",
+                    help="skip the cold/warm first-use measurement (fresh processes, ~1-2 min)")
+    ap.add_argument("--compile-times", action="store_true",
+                    help="print the compile time per kernel and signature (fresh process, "
+                         "empty cache, via simans_fast._warmup)")
+    ap.add_argument("--compile-groups", nargs="+", default=["sampling", "strategies", "topk"],
+                    help="warm-up groups timed by --compile-times")
+    ap.add_argument("--compile-dtypes", nargs="+", default=["float32"],
+                    help="score dtypes warmed by --compile-times")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory check")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="skip the slow alternatives (paper loop, numpy, torch)")
     args = ap.parse_args(argv)
     n_q, k, n = args.n_queries, args.k, args.n
     sub = min(args.subset, n_q)
@@ -242,46 +323,43 @@ def main(argv=None):
     scale = n_q / sub
     for a in args.a:
         rows = []
-        t_paper = None
-        t = time.perf_counter()
-        _, fails = paper_loop(scores[:sub], pos[:sub], n, a)
-        t_paper = (time.perf_counter() - t) * scale
-        rows.append(("paper code loop (extrapolated)", t_paper,
-                     f"{fails / sub:.1%} rows failed" if fails else ""))
-        t = time.perf_counter()
-        _, fails = numpy_choice(scores[:sub], pos[:sub], n, a)
-        rows.append(("numpy Generator.choice per row (extrapolated)",
-                     (time.perf_counter() - t) * scale,
-                     f"{fails / sub:.1%} rows failed" if fails else ""))
-        if torch is not None:
-            st_, pt_ = torch.from_numpy(scores), torch.from_numpy(pos.astype(np.float32))
-            rows.append(("torch.multinomial(replacement=False)",
-                         timeit(lambda: torch_multinomial(st_, pt_, n, a, torch), 1), ""))
-        rows.append(("numpy exponential keys + argpartition",
-                     timeit(lambda: numpy_expkeys(scores, pos, n, a), 1), ""))
+        if not args.no_baselines:
+            _baselines(rows, scores, pos, n, a, sub, scale, torch)
         t_single = timeit(lambda: sf.simans_negatives(ids, scores, pos, n, a=a), args.repeat)
         rows.append(("simans_fast single shot (simans_negatives)", t_single, ""))
         t_build = timeit(lambda: sf.SimANSSampler(ids, scores, pos, n=n, a=a), 1)
         smp = sf.SimANSSampler(ids, scores, pos, n=n, a=a)
         rows.append(("simans_fast build tables (SimANSSampler)", t_build, "once"))
-        t_redraw = timeit(lambda: smp.sample_columns(epoch=1), args.repeat)
-        rows.append(("simans_fast re-draw one epoch from tables", t_redraw, ""))
+        t_redraw = timeit(lambda: smp.sample(epoch=1), args.repeat)
+        rows.append(("simans_fast sampler.sample(epoch=1) (ids)", t_redraw, ""))
+        t_cols = timeit(lambda: smp.sample_columns(epoch=1), args.repeat)
+        rows.append(("simans_fast sampler.sample_columns(epoch=1)", t_cols, "columns only"))
         rows.append(("floor: np.sum over scores (1 thread)", floor_np, ""))
         rows.append(("floor: numba parallel sum over scores", floor_nb, ""))
         print(f"\na = {a}")
-        print(f"{'method':48s} {'time (s)':>10s} {'per query':>11s} {'vs single shot':>15s}")
+        print(f"{'method':48s} {'time (s)':>10s} {'per query':>11s} {'vs single shot':>15s} "
+              f"{'vs floor':>9s}")
         for name, secs, note in rows:
-            print(f"{name:48s} {secs:10.3f} {secs / n_q * 1e6:9.2f}us {secs / t_single:14.1f}x"
-                  f"  {note}")
+            print(f"{name:48s} {secs:10.3f} {secs / n_q * 1e6:9.2f}us {secs / t_single:14.2f}x"
+                  f" {secs / floor_nb:8.1f}x  {note}")
         results["rows"].append({"a": a, "methods": [
             {"method": m, "seconds": s, "note": note} for m, s, note in rows]})
         del smp
 
-    lat = first_call_latency()
-    print(f"\nfirst call of every kernel (fresh process): cold cache "
-          f"{lat[0]['first_calls']:.2f} s (+ import {lat[0]['import']:.2f} s), warm cache "
-          f"{lat[1]['first_calls']:.2f} s (+ import {lat[1]['import']:.2f} s)")
-    results["first_call"] = lat
+    if not args.no_first_call:
+        lat = first_call_latency()
+        print("\nfirst use in a fresh process (top-k, single shot, sampler, draw, a strategy):")
+        for key in lat[0]:
+            print(f"  {key:40s} cold {lat[0][key]:7.2f} s   warm {lat[1][key]:6.2f} s")
+        results["first_call"] = lat
+    if args.compile_times:
+        cold, warm = compile_times(args.compile_groups, args.compile_dtypes)
+        print_compile_times(cold, warm)
+        results["compile_times"] = {"cold": cold, "warm": warm}
+    if args.no_memory:
+        if args.json:
+            _write_json(args.json, results)
+        return
     mem = memory_check(n_q, k, n)
     extra = mem["peak_rss"] - mem["rss_before_call"]
     print(f"single shot: peak RSS during the call {mem['peak_rss'] / 2**30:.2f} GiB (whole "
@@ -291,9 +369,13 @@ def main(argv=None):
           f"above the RSS before it (the output is {n_q * n * 8 / 2**20:.0f} MiB)")
     results["memory"] = mem
     if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+        _write_json(args.json, results)
+
+
+def _write_json(path, results):
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

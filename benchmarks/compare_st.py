@@ -11,7 +11,11 @@ Methods, all on the SAME precomputed embeddings and the same (anchor, positive) 
 * ``sf_mhn``    ``simans_fast.mine_hard_negatives`` (its drop-in), same arguments
 * ``sf_arrays`` ``sf.topk(exclude=positives)`` + ``sf.rescore`` (positive scores) +
   ``sf.select_negatives`` on the arrays, from ``np.load`` of the ``.npy`` files (the load is
-  timed too)
+  timed too): the corpus copied into memory, as the stand-in model hands it to the
+  dataset-level tools
+* ``sf_arrays_mmap`` the same from ``np.load(..., mmap_mode="r")``: ``sf.topk`` streams the
+  page-cached file block by block, no copy (how the array path reads a file on disk; the
+  dataset-level tools cannot, they take a model)
 
 Every call is ``num_negatives=10, sampling_strategy="top", output_format="n-tuple",
 verbose=False`` with the whole corpus passed as ``corpus``; "same negatives" is the share of
@@ -96,9 +100,11 @@ LABELS = {
     "st_faiss": "sentence-transformers, use_faiss=True",
     "sf_mhn": "simans_fast.mine_hard_negatives",
     "sf_arrays": "simans_fast topk + select_negatives (arrays)",
+    "sf_arrays_mmap": "simans_fast topk + select_negatives (arrays, memory-mapped)",
 }
 ST_METHODS = ("st", "st_faiss")
-SYNTH_METHODS = ("st", "st_faiss", "sf_mhn", "sf_arrays")
+SYNTH_METHODS = ("st", "st_faiss", "sf_mhn", "sf_arrays", "sf_arrays_mmap")
+ARRAY_METHODS = ("sf_arrays", "sf_arrays_mmap")
 E2E_METHODS = ("st", "st_faiss", "sf_mhn")
 
 SIZES = {
@@ -203,6 +209,18 @@ class PrecomputedModel:
 
     def get_embedding_dimension(self):
         return self._dim
+
+    # a SentenceTransformer's own batching helpers (sentence_transformers.base.model.BaseModel):
+    # it sorts each call's inputs by this length and does not interleave batches (padded text
+    # inputs), which lets simans_fast hand it a whole chunk per call, as with the real model
+    @property
+    def _input_length(self):
+        from sentence_transformers.base.model import BaseModel
+
+        return BaseModel._input_length
+
+    def _can_flatten_inputs(self):
+        return False
 
     def encode_query(self, sentences, **kwargs):
         return self._rows("query", sentences, **kwargs)
@@ -395,7 +413,9 @@ class _SfStages:
     """Times the stages of ``sf.mine_hard_negatives`` by wrapping the module functions it looks
     up at call time (a few calls each: negligible overhead). Library files are untouched."""
 
-    TARGETS = (("simans_fast.hard_negatives", "_embed", "encode (sf.encode + model)"),
+    TARGETS = (("simans_fast.hard_negatives", "_embed", "_embed"),
+               ("simans_fast.hard_negatives", "_stream_pool", "_stream"),
+               ("simans_fast.hard_negatives", "_merge_pool", "merge blocks"),
                ("simans_fast.candidates", "topk", "topk"),
                ("simans_fast.candidates", "rescore", "rescore positives"),
                ("simans_fast.hard_negatives", "_positive_matrix", "pool bookkeeping"),
@@ -423,6 +443,14 @@ class _SfStages:
         for mod, attr, orig in reversed(self._saved):
             setattr(mod, attr, orig)
         self._saved.clear()
+        # the corpus is encoded while it is searched (sf.encode_chunks -> topk block by
+        # block): its encode time is the streaming loop less the searches and merges in it
+        t = self.times
+        stream = t.pop("_stream", None)
+        enc = t.pop("_embed", 0.0)
+        if stream is not None:
+            enc += stream - t.get("topk", 0.0) - t.get("merge blocks", 0.0)
+        self.times = {SF_ENCODE_STAGE: enc, **t}
 
 
 def _ntuple_ids(ds, doc_index, n):
@@ -497,7 +525,7 @@ def _warmup_synthetic(method, n, dtype):
     q = d[:nq] + np.float32(0.05) * rng.standard_normal((nq, DIM), dtype=np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     pos = np.arange(nq, dtype=np.int64)
-    if method == "sf_arrays":
+    if method in ARRAY_METHODS:
         import simans_fast as sf
 
         dd = d.astype(dtype)
@@ -538,16 +566,18 @@ def run_method(spec):
     n_q = pos.shape[0]
     for p in (qpath, dpath):
         _prefetch(p)
-    if method != "sf_arrays":
-        import datasets  # noqa: F401  (imported before the timing by both tools)
+    if method not in ARRAY_METHODS:
+        # imported before the timing by both tools: datasets, and sentence-transformers (a real
+        # model is a SentenceTransformer; the stand-in also hands simans_fast its length helper)
+        import datasets  # noqa: F401
+        import sentence_transformers  # noqa: F401
         if method in ST_METHODS:
-            import sentence_transformers  # noqa: F401
             if method == "st_faiss":
                 import faiss  # noqa: F401
     _set_threads(spec.get("threads"))
     _warmup_synthetic(method, n, spec["dtype"])
-    mmap = spec["kind"] == "memmap16"
-    if method == "sf_arrays":
+    mmap = spec["kind"] == "memmap16" or method == "sf_arrays_mmap"
+    if method in ARRAY_METHODS:
         peaks = {}
         (neg, stages), dt, cpu, rss0, peak = _measure(
             lambda: _sf_arrays(qpath, dpath, pos, n, mmap, peaks))
@@ -824,10 +854,13 @@ def _pct(x):
 
 def _size_title(s):
     if s["kind"] == "e2e":
+        when = f" (run of {s['from_run']['date']})" if s.get("from_run") else ""
         return (f"end to end, all-MiniLM-L6-v2, {s['rows'][0].get('n_docs', s['n_docs']):,} "
-                f"stdlib code docs, {s['rows'][0].get('n_queries', s['n_queries']):,} queries")
+                f"stdlib code docs, {s['rows'][0].get('n_queries', s['n_queries']):,} "
+                f"queries{when}")
     mm = " memory-mapped" if s["kind"] == "memmap16" else ""
-    return f"{s['n_docs']:,} x {DIM} {s['dtype']}{mm}, {s['n_queries']:,} queries"
+    when = f" (run of {s['from_run']['date']})" if s.get("from_run") else ""
+    return f"{s['n_docs']:,} x {DIM} {s['dtype']}{mm}, {s['n_queries']:,} queries{when}"
 
 
 def _warm_section(results, source=None):
@@ -900,10 +933,13 @@ def render_markdown(results):
                 f"> {need['use_faiss=True'] / GIB:.1f} (faiss) / "
                 f"> {need['use_faiss=False'] / GIB:.1f} (no faiss) | | | | |")
     lines += ["", "## Goal: >= 1.5x faster than sentence-transformers' fastest option, <= half "
-              "its peak memory", ""]
+              "its peak memory", "",
+              "Memory is the whole process' peak (interpreter, imports, the inputs); the growth "
+              "during the call (peak less the RSS just before it) is given in brackets.", ""]
     for s in results["sizes"]:
         if "st_fastest" not in s:
             continue
+        fst = [r for r in s["rows"] if r["method"] == s["st_fastest"]][0]
         for r in s["rows"]:
             if r["method"].startswith("sf") and "failed" not in r:
                 ok_t = r["speedup_vs_st_fastest"] >= 1.5
@@ -913,7 +949,9 @@ def render_markdown(results):
                     f"({r['cpu_speedup_vs_st_fastest']:.2f}x CPU, "
                     f"{r['mining_speedup_vs_st_fastest']:.2f}x on the mining part) "
                     f"{'MET' if ok_t else 'MISSED'}, memory {r['peak_rss_vs_st_fastest']:.2f} "
-                    f"{'MET' if ok_m else 'MISSED'}")
+                    f"{'MET' if ok_m else 'MISSED'} (growth "
+                    f"{(r['peak_rss'] - r['rss_before']) / GIB:.2f} GiB vs ST's "
+                    f"{(fst['peak_rss'] - fst['rss_before']) / GIB:.2f} GiB)")
     for s in results["sizes"]:
         if s["kind"] == "memmap16":
             need = s["st_memory_need"]
@@ -1020,7 +1058,9 @@ NOTES = ("the model stand-in serves precomputed rows (transformer forward replac
          "sentence-transformers, the whole encode step for simans_fast.mine_hard_negatives, "
          "np.load for the array path; end to end: the model's encode calls); peak RSS is VmHWM "
          "of the call (reset just before): whole process, i.e. interpreter, imports (torch "
-         "alone is ~0.3 GiB), inputs. Timings on a shared 2-core machine are noisy.")
+         "alone is ~0.3 GiB), inputs; both dataset-level tools run with sentence-transformers "
+         "imported (as with a real model). Timings on a shared 2-core machine are noisy: "
+         "compare within one run, and prefer the CPU seconds.")
 
 
 def main(argv=None):
@@ -1048,6 +1088,9 @@ def main(argv=None):
     ap.add_argument("--add-profile", default=None, metavar="JSON",
                     help="with --render: store this --warm run's results in the JSON as "
                          "'profile_warm' and show its table")
+    ap.add_argument("--keep-from", default=None, metavar="JSON",
+                    help="copy the sizes not run now from this earlier results JSON into the "
+                         "new one (marked with that run's date)")
     ap.add_argument("--silent", action="store_true")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1056,7 +1099,7 @@ def main(argv=None):
     if args.render:
         with open(args.render) as f:
             results = json.load(f)
-        from simans_fast.io import atomic_write_text
+        from simans_fast.store.atomic import atomic_write_text
 
         if args.add_profile:
             with open(args.add_profile) as f:
@@ -1102,11 +1145,20 @@ def main(argv=None):
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["meta"]["loadavg_end"] = os.getloadavg()
+    if args.keep_from:
+        with open(args.keep_from) as f:
+            old = json.load(f)
+        done = {s["name"] for s in results["sizes"]}
+        for s in old["sizes"]:
+            if s["name"] not in done:
+                s.setdefault("from_run", {"date": old["meta"]["date"],
+                                          "argv": old["meta"]["argv"]})
+                results["sizes"].append(s)
     md = render_markdown(results)
     if not args.silent:
         print(md)
     if out_dir:
-        from simans_fast.io import atomic_write_text
+        from simans_fast.store.atomic import atomic_write_text
 
         os.makedirs(out_dir, exist_ok=True)
         atomic_write_text(os.path.join(out_dir, "compare_st.json"),

@@ -34,8 +34,11 @@ _LAZY = {
     "mine": "simans_fast.pipeline",
     "mine_candidates": "simans_fast.pipeline",
     "MinedCandidates": "simans_fast.pipeline",
-    "load_candidates": "simans_fast.io",
-    "save_candidates": "simans_fast.io",
+    "MiningJob": "simans_fast.pipeline",
+    "epoch_negatives": "simans_fast.pipeline",
+    "EpochNegatives": "simans_fast.pipeline",
+    "load_candidates": "simans_fast.store.candidates",
+    "save_candidates": "simans_fast.store.candidates",
     # PyTorch adapters (torch is imported only when one of these is used)
     "simans_negatives_torch": "simans_fast.torch",
     "SimANSDataset": "simans_fast.torch",
@@ -58,6 +61,8 @@ _LAZY = {
     "simans_effective_candidates": "simans_fast.diagnostics",
     "FlatWeightsWarning": "simans_fast.diagnostics",
     "SamplerFileError": "simans_fast.sampler",
+    "ParameterError": "simans_fast._validate",
+    "InputError": "simans_fast._validate",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -33,23 +33,27 @@ from __future__ import annotations
 
 import logging
 import math
-import mmap as _mmap_mod
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _config
+from ._config import thread_limits
+from .candidates_torch import Candidates
+from .store.pages import release_all, release_rows
 from ._progress import progress_bar
+from ._validate import ParameterError, check_embeddings, check_offset, check_pos_int, \
+    normalize_csr, validate
 
 __all__ = ["Candidates", "topk", "rescore"]
 
 logger = logging.getLogger(__name__)
 
-_METRICS = ("ip", "cosine", "l2")
-_BACKENDS = ("auto", "numba", "faiss", "torch")
+_METRICS = _config.METRICS
+_BACKENDS = _config.BACKENDS
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64))
-#: default query block of the exact backend (rows)
-DEFAULT_QUERY_BLOCK = 4096
+#: default query block of the exact backend (rows): the package's one query block
+DEFAULT_QUERY_BLOCK = _config.DEFAULT_QUERY_BLOCK
 #: bytes of float32 corpus rows converted at once (float16 / cosine / memory-mapped corpora)
 DEFAULT_CORPUS_BUFFER = 32 * 2**20
 #: corpus rows added to a faiss index at once
@@ -67,60 +71,15 @@ _SCORE_BUDGET = 64 * 2**20
 _MAX_TRAIN = 262_144
 
 
-@dataclass(frozen=True, eq=False)
-class Candidates:
-    """Top-k candidates of a set of queries.
-
-    Attributes
-    ----------
-    ids : ndarray of shape (n_queries, k), int64
-        Corpus row indices, best first; ``-1`` pads rows with fewer than ``k`` candidates.
-    scores : ndarray of shape (n_queries, k), float32
-        Their scores, non-increasing along each row; ``-inf`` where ``ids == -1``.
-    backend : str
-        Backend that produced them (``"numba"`` or ``"faiss"``).
-    """
-
-    ids: np.ndarray
-    scores: np.ndarray
-    backend: str = field(default="numba")
-
-    @property
-    def n_queries(self) -> int:
-        """Number of queries (rows)."""
-        return int(self.ids.shape[0])
-
-    @property
-    def k(self) -> int:
-        """Candidates per query (columns)."""
-        return int(self.ids.shape[1])
-
-    def __iter__(self):
-        # allows ``ids, scores = topk(...)``
-        yield self.ids
-        yield self.scores
-
-
+# the result type is defined one step below, in candidates_torch.py (shared with the torch
+# backend, which must not import this module); it is re-exported here under its public name
 # ----------------------------------------------------------------------------------- validation
 
 
 def _as_matrix(x, name):
-    """2-D float array view of ``x`` (no copy for arrays / memory maps)."""
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
-        except Exception as exc:  # pragma: no cover - exotic inputs
-            raise ValueError(f"{name} must be a 2-D float array, got {type(x).__name__}") from exc
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows, dim), got shape {x.shape}")
-    if x.dtype not in _FLOATS:
-        raise ValueError(
-            f"{name} must be float32 or float16 (float64 is accepted and computed in float32), "
-            f"got dtype {x.dtype}"
-        )
-    if x.shape[1] < 1:
-        raise ValueError(f"{name} must have at least one column, got shape {x.shape}")
-    return x
+    """2-D float array view of ``x`` (no copy for arrays / memory maps): the embeddings rule of
+    :func:`simans_fast._validate.check_embeddings`."""
+    return check_embeddings(x, name)
 
 
 def _check_pair(queries, corpus):
@@ -135,25 +94,11 @@ def _check_pair(queries, corpus):
 
 
 def _check_metric(metric):
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
-    return metric
+    return validate("metric", metric)
 
 
-def _check_pos_int(value, name, allow_none=True):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, "
-                         f"got {value!r}")
-    return int(value)
-
-
-def _check_offset(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    return int(value)
+_check_pos_int = check_pos_int
+_check_offset = check_offset
 
 
 def _int_array(a, name):
@@ -166,78 +111,16 @@ def _int_array(a, name):
 
 
 def _normalize_exclude(exclude, n_q, n_d):
-    """CSR ``(indptr, ids)`` of excluded rows, ids sorted within each row, or ``None``."""
-    if exclude is None:
-        return None
-    if hasattr(exclude, "indptr") and hasattr(exclude, "indices"):  # scipy.sparse CSR
-        shape = getattr(exclude, "shape", None)
-        if shape is not None and shape[0] != n_q:
-            raise ValueError(f"exclude has {shape[0]} rows, expected one per query ({n_q})")
-        indptr = _int_array(exclude.indptr, "exclude indptr")
-        ids = _int_array(exclude.indices, "exclude ids")
-    elif isinstance(exclude, tuple):
-        if len(exclude) != 2:
-            raise ValueError("exclude as a tuple must be a CSR pair (indptr, ids); pass a list "
-                             "of arrays for one array per query")
-        indptr = _int_array(exclude[0], "exclude indptr")
-        ids = _int_array(exclude[1], "exclude ids")
-        if indptr.shape[0] != n_q + 1:
-            raise ValueError(f"exclude indptr must have n_queries + 1 = {n_q + 1} entries, "
-                             f"got {indptr.shape[0]}")
-        if indptr[0] != 0 or indptr[-1] != ids.shape[0] or np.any(np.diff(indptr) < 0):
-            raise ValueError("exclude indptr must start at 0, be non-decreasing and end at "
-                             f"len(ids) = {ids.shape[0]}")
-    else:
-        try:
-            rows = list(exclude)
-        except TypeError:
-            raise ValueError("exclude must be a CSR pair (indptr, ids), a list of integer "
-                             f"arrays or None, got {type(exclude).__name__}") from None
-        if len(rows) != n_q:
-            raise ValueError(f"exclude must have one entry per query ({n_q}), got {len(rows)}")
-        arrs = [_int_array(r, f"exclude[{i}]") for i, r in enumerate(rows)]
-        lens = np.fromiter((a.shape[0] for a in arrs), dtype=np.int64, count=n_q)
-        indptr = np.zeros(n_q + 1, dtype=np.int64)
-        np.cumsum(lens, out=indptr[1:])
-        ids = np.concatenate(arrs) if arrs else np.zeros(0, dtype=np.int64)
-    if ids.size:
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= n_d:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"exclude holds document id {bad}, out of range for a corpus of "
-                             f"{n_d} rows (ids are row indices 0..{n_d - 1})")
-        row = np.repeat(np.arange(n_q, dtype=np.int64), np.diff(indptr))
-        ids = np.ascontiguousarray(ids[np.lexsort((ids, row))])
-    return np.ascontiguousarray(indptr), ids
+    """CSR ``(indptr, ids)`` of excluded rows, ids sorted within each row, or ``None``: the one
+    CSR normaliser (:func:`simans_fast._validate.normalize_csr`) with ``sort=True``."""
+    return normalize_csr(exclude, n_q, n_d, name="exclude", sort=True, unique=False,
+                         allow_none=True)
 
 
 # ---------------------------------------------------------------------------- block helpers
 
 
-def _release(arr, row_lo, row_hi):
-    """Drop the pages of rows ``row_lo:row_hi`` of a shared read memory map from this process'
-    resident set (the data stays in the page cache). A no-op for ordinary arrays."""
-    mm = getattr(arr, "_mmap", None)
-    if mm is None or getattr(arr, "mode", "c") not in ("r", "r+", "readonly", "readwrite"):
-        return
-    if not hasattr(mm, "madvise") or not hasattr(_mmap_mod, "MADV_DONTNEED"):
-        return
-    try:
-        base = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data
-        start = arr.__array_interface__["data"][0] - base + row_lo * arr.strides[0]
-        stop = start + (row_hi - row_lo) * arr.strides[0]
-        page = _mmap_mod.PAGESIZE
-        start = max(0, (start // page) * page)
-        stop = min(len(mm), stop)
-        if stop > start:
-            mm.madvise(_mmap_mod.MADV_DONTNEED, start, stop - start)
-    except (ValueError, OSError, TypeError, BufferError):  # pragma: no cover - best effort
-        pass
-
-
-def _release_all(arr):
-    if getattr(arr, "_mmap", None) is not None and arr.ndim == 2:
-        _release(arr, 0, arr.shape[0])
+# release_rows (drop a memory map's pages after a block) lives in store/pages.py
 
 
 def _block_f32(src, lo, hi, buf, normalize):
@@ -272,38 +155,8 @@ def _normalize_rows_inplace(x):
     return x
 
 
-class _Threads:
-    """Context manager: Numba (and, with threadpoolctl, BLAS) thread counts for one call."""
-
-    def __init__(self, n_threads):
-        self.n = n_threads
-        self._prev = None
-        self._ctl = None
-
-    def __enter__(self):
-        if self.n is None:
-            return self
-        import numba
-
-        self._prev = numba.get_num_threads()
-        numba.set_num_threads(min(self.n, numba.config.NUMBA_NUM_THREADS))
-        try:
-            from threadpoolctl import threadpool_limits
-
-            self._ctl = threadpool_limits(limits=self.n, user_api="blas")
-        except ImportError:  # pragma: no cover - threadpoolctl is optional
-            self._ctl = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.n is None:
-            return False
-        import numba
-
-        numba.set_num_threads(self._prev)
-        if self._ctl is not None:
-            self._ctl.restore_original_limits()
-        return False
+#: the package's one thread policy (:func:`simans_fast._config.thread_limits`)
+_Threads = thread_limits
 
 
 # ------------------------------------------------------------------------------------ topk
@@ -400,29 +253,28 @@ def topk(
     """
     if backend == "torch":  # tensors on any device: validated by the torch backend
         if index is not None:
-            raise ValueError("index is only used by the faiss backend: drop index with "
-                             "backend='torch'")
-        from .torch.topk import topk_torch
+            raise ParameterError("index", "index is only used by the faiss backend: drop "
+                                          "index with backend='torch'")
+        from .candidates_torch import topk_torch
 
         return topk_torch(queries, corpus, k, metric=metric, exclude=exclude,
                           progress=progress, query_block=query_block, corpus_block=corpus_block,
                           n_threads=n_threads, query_offset=query_offset,
                           corpus_offset=corpus_offset, device=device, dtype=dtype)
     if device is not None or dtype is not None:
-        raise ValueError("device and dtype are only used by backend='torch'")
+        raise ParameterError("device", "device and dtype are only used by backend='torch'")
     queries, corpus = _check_pair(queries, corpus)
     k = _check_pos_int(k, "k", allow_none=False)
     query_offset = _check_offset(query_offset, "query_offset")
     corpus_offset = _check_offset(corpus_offset, "corpus_offset")
     metric = _check_metric(metric)
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    backend = validate("backend", backend)
     query_block = _check_pos_int(query_block, "query_block")
     corpus_block = _check_pos_int(corpus_block, "corpus_block")
     n_threads = _check_pos_int(n_threads, "n_threads")
     if index is not None and backend == "numba":
-        raise ValueError("index is only used by the faiss backend: pass backend='faiss' or "
-                         "'auto' with index, or drop index")
+        raise ParameterError("index", "index is only used by the faiss backend: pass "
+                                      "backend='faiss' or 'auto' with index, or drop index")
     n_q, n_d = queries.shape[0], corpus.shape[0]
     excl = _normalize_exclude(exclude, n_q, n_d)
 
@@ -741,7 +593,7 @@ def _topk_numba(queries, corpus, k, metric, excl, progress, query_block, corpus_
             sl = slots[:n_pad]
             sl.fill(-1)
             sl[loc] = np.arange(nb, dtype=np.int64)
-            _release(queries, qs, qe)
+            release_rows(queries, qs, qe)
             qn = empty_f32
             if l2:
                 qn = np.empty(nb, dtype=np.float32)
@@ -778,7 +630,7 @@ def _topk_numba(queries, corpus, k, metric, excl, progress, query_block, corpus_
                     if select:
                         K.select_block(S, S.view(np.uint32), sl, lead, nc, lo, kq, st, th,
                                        k_sel, indptr, eids, qs, n_tot, z, l2, qn, cn)
-                _release(corpus, lo, hi)
+                release_rows(corpus, lo, hi)
                 bar.update(1)
             if k_sel == k:
                 K.finalize(kq, st, th, k_sel, n_split, ids_out[qs:qe], scores_out[qs:qe],
@@ -856,7 +708,7 @@ def _faiss_index(faiss, index, corpus, metric, normalize, cb):
                 for cs in range(0, n_d, cb):
                     ce = min(n_d, cs + cb)
                     _check_finite(_block_f32(corpus, cs, ce, buf, False), "corpus", cs, badbuf)
-                    _release(corpus, cs, ce)
+                    release_rows(corpus, cs, ce)
             if normalize:
                 _normalize_rows_inplace(xt)
             idx.train(np.ascontiguousarray(xt))
@@ -866,7 +718,7 @@ def _faiss_index(faiss, index, corpus, metric, normalize, cb):
             blk = np.ascontiguousarray(_block_f32(corpus, cs, ce, buf, normalize))
             _check_finite(blk, "corpus", cs, badbuf)
             idx.add(blk)
-            _release(corpus, cs, ce)
+            release_rows(corpus, cs, ce)
     else:
         idx = index
         if not hasattr(idx, "search") or not hasattr(idx, "ntotal"):
@@ -915,7 +767,7 @@ def _topk_faiss(queries, corpus, k, metric, excl, index, progress, query_block, 
         kf = min(k + extra, idx.ntotal)
         # documents each query can get: min(k, n_docs - distinct excluded)
         avail = np.minimum(k, n_d - _distinct_per_row(excl, n_q))
-        qb = query_block or 4096
+        qb = query_block or DEFAULT_QUERY_BLOCK
         qbuf = np.empty((min(qb, n_q), d), dtype=np.float32)
         badbuf = np.empty(min(qb, n_q), dtype=np.uint8)
         short = 0
@@ -1050,19 +902,74 @@ def rescore(queries, corpus, ids, *, metric="ip", query_block=None):
         cview = np.asarray(corpus).view(np.uint16)
     else:
         cview = np.asarray(corpus)
-    qb = query_block or 4096
+    qb = query_block or DEFAULT_QUERY_BLOCK
     qbuf = np.empty((min(qb, n_q), d), dtype=np.float32)
     badbuf = np.empty(min(qb, n_q), dtype=np.uint8)
+    # a memory-mapped corpus: reading a row through the map maps a whole page-cache folio (up
+    # to 2 MiB on recent kernels), so the named rows are read from the file instead, a few
+    # thousand at a time into one buffer, and scored there (the same values: each score
+    # depends on the two rows only)
+    import mmap as _mm
+    import os as _os
+
+    src = None
+    if (isinstance(corpus, np.memmap) and getattr(corpus, "_mmap", None) is not None
+            and corpus.filename and corpus.mode in ("r", "r+", "w+", "readonly", "readwrite",
+                                                    "write")
+            and corpus.strides == (d * corpus.itemsize, corpus.itemsize)
+            and hasattr(_os, "preadv")):
+        try:
+            base = np.frombuffer(corpus._mmap, dtype=np.uint8, count=1).ctypes.data
+            start = (int(corpus.offset) - int(corpus.offset) % _mm.ALLOCATIONGRANULARITY
+                     + corpus.__array_interface__["data"][0] - base)
+            src = (corpus.filename, start, d * corpus.itemsize)
+        except (TypeError, ValueError, BufferError):  # pragma: no cover - best effort
+            src = None
+    rows_max = 16384
+    sub = max(1, rows_max // max(1, ids.shape[1])) if src is not None else qb
+    gbuf = None
+
+    def gathered(blk):
+        """(rows of ``blk``'s ids read from the file, ``blk`` renumbered into them)."""
+        nonlocal gbuf
+        valid = blk >= 0
+        u = np.unique(blk[valid])
+        if gbuf is None or gbuf.shape[0] < u.shape[0]:
+            gbuf = np.empty((max(u.shape[0], 1), d), dtype=corpus.dtype)
+        flat = gbuf.reshape(-1).view(np.uint8)
+        path, start, rowb = src
+        brk = np.flatnonzero(np.diff(u) != 1) + 1
+        firsts = np.concatenate([[0], brk]).tolist()
+        lasts = np.concatenate([brk, [u.shape[0]]]).tolist()
+        with open(path, "rb", buffering=0) as f:
+            fd = f.fileno()
+            for a, b in zip(firsts, lasts):
+                if a == b:
+                    continue
+                want = (b - a) * rowb
+                got = _os.preadv(fd, [memoryview(flat[a * rowb:b * rowb])],
+                                 start + int(u[a]) * rowb)
+                if got != want:
+                    raise OSError(f"{path}: short read ({got} of {want} bytes)")
+        local = np.where(valid, np.searchsorted(u, np.where(valid, blk, 0)), -1)
+        rows = gbuf[: u.shape[0]]
+        return (rows.view(np.uint16) if corpus.dtype == np.float16 else rows), local
+
     for qs in range(0, n_q, qb):
         qe = min(n_q, qs + qb)
         Q = np.ascontiguousarray(_block_f32(queries, qs, qe, qbuf, metric == "cosine"))
         _check_finite(Q, "queries", qs, badbuf)
-        if corpus.dtype == np.float16:
-            K.rescore_f16(Q, cview, ids[qs:qe], mode, out[qs:qe])
-        else:
-            K.rescore_dense(Q, cview, ids[qs:qe], mode, out[qs:qe])
-        _release(queries, qs, qe)
-        _release_all(corpus)
+        for s0 in range(qs, qe, sub):
+            s1 = min(qe, s0 + sub)
+            cv, blk = (cview, ids[s0:s1]) if src is None else gathered(ids[s0:s1])
+            blk = np.ascontiguousarray(blk, dtype=np.int64)
+            Qs = Q[s0 - qs:s1 - qs]
+            if corpus.dtype == np.float16:
+                K.rescore_f16(Qs, cv, blk, mode, out[s0:s1])
+            else:
+                K.rescore_dense(Qs, cv, blk, mode, out[s0:s1])
+        release_rows(queries, qs, qe)
+        release_all(corpus)
         # the sums are float64: a non-finite one comes from a non-finite corpus row (the
         # queries are finite); a finite row whose score overflows float32 stays +-inf
         blk = ids[qs:qe]

@@ -6,14 +6,25 @@ or small dataclasses. Nothing here imports torch or faiss.
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import _config
+from ._validate import (  # noqa: F401  (check_float_matrix, check_ids: re-exported here)
+    ParameterError,
+    check_epoch,
+    check_float_matrix,
+    check_ids,
+    check_int,
+    check_real,
+    check_seed,
+    check_choice,
+    renamed_kwargs,
+    validate,
+)
 from .kernels import sampling as _k
-from .rng import to_u64
+from .rng import epoch_u64, seed_u64, to_u64  # noqa: F401
 
 __all__ = [
     "AliasTables",
@@ -27,9 +38,9 @@ __all__ = [
     "simans_negatives",
 ]
 
-_KERNELS = {"gaussian": _k.GAUSSIAN, "laplace": _k.LAPLACE}
-_FALLBACKS = ("lowest", "uniform", "raise")
-_CHUNK = 1024  # rows per scratch-buffer chunk (one thread owns one chunk at a time)
+_KERNELS = dict(zip(_config.KERNELS, (_k.GAUSSIAN, _k.LAPLACE)))
+_FALLBACKS = _config.FALLBACKS
+_CHUNK = _config.CHUNK  # rows per scratch-buffer chunk (one thread owns one chunk at a time)
 
 
 def default_max_reject(n: int) -> int:
@@ -40,48 +51,29 @@ def default_max_reject(n: int) -> int:
 # ------------------------------------------------------------------------------------------
 # validation helpers (shared with sampler.py and the adapters)
 # ------------------------------------------------------------------------------------------
-def check_float_matrix(x, name: str, *, ndim: int = 2) -> np.ndarray:
-    """Return ``x`` as a float32/float64 ndarray without copying when it already is one."""
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
-    if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
-        if x.dtype.kind == "f" and x.dtype.itemsize == 2:
-            x = x.astype(np.float32)  # float16: no Numba path; compute in float32
-        elif x.dtype.kind in "iu" and x.size == 0:
-            x = x.astype(np.float32)
-        else:
-            raise ValueError(f"{name} must be a float32 or float64 array, got dtype {x.dtype}")
-    if x.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {x.shape}")
-    return x
+# check_float_matrix and check_ids live in simans_fast._validate (imported above).
 
 
-def check_ids(ids, name: str, shape) -> np.ndarray:
-    """``ids`` as an int64 array of ``shape`` (dtype and shape only; see :func:`check_candidates`
-    for the values)."""
-    if not isinstance(ids, np.ndarray):
-        ids = np.asarray(ids)
-    if ids.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be an integer array (document ids, -1 for padding), "
-                         f"got dtype {ids.dtype}")
-    if ids.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)} like candidate_scores, "
-                         f"got {ids.shape}")
-    if ids.dtype != np.int64:
-        if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
-            raise ValueError(f"{name} holds ids above the int64 range")
-        ids = ids.astype(np.int64)
-    return ids
+#: problem codes of :func:`candidate_error` (the kernels' codes)
+CAND_ID_BELOW = int(_k.CAND_ID_BELOW)
+CAND_SCORE_POSINF = -1
 
 
-def _candidate_error(code, row, col, id_value, ids_name, scores_name) -> ValueError:
-    """The error for a rejected candidate (``id_value`` None when there are no ids)."""
+def candidate_error(code, row, col, id_value, ids_name="candidate_ids",
+                    scores_name="candidate_scores") -> ParameterError:
+    """The error for a rejected candidate (``id_value`` None when there are no ids):
+    ``code == CAND_ID_BELOW`` an id below -1, anything else a ``+inf`` score. Shared by every
+    backend that checks candidates (the torch path too), so the message is one."""
     if code == _k.CAND_ID_BELOW:
-        return ValueError(f"{ids_name} must hold document ids >= 0, or -1 for padding; found "
-                          f"{id_value} at index ({row}, {col})")
+        return ParameterError(ids_name, f"{ids_name} must hold document ids >= 0, or -1 for "
+                                        f"padding; found {id_value} at index ({row}, {col})")
     what = f" (id {id_value})" if id_value is not None else ""
-    return ValueError(f"{scores_name} is +inf at index ({row}, {col}){what}: a candidate's "
-                      f"score must be finite (NaN or -inf marks padding, as does id -1)")
+    return ParameterError(scores_name, f"{scores_name} is +inf at index ({row}, {col}){what}: "
+                                       f"a candidate's score must be finite (NaN or -inf marks "
+                                       f"padding, as does id -1)")
+
+
+_candidate_error = candidate_error  # old private name
 
 
 def check_candidate_values(ids, scores, *, ids_name: str = "candidate_ids",
@@ -156,54 +148,43 @@ def check_positive_scores(pos, n_rows: int, name: str = "positive_scores", *,
     """
     pos = np.asarray(pos)
     if pos.dtype.kind not in "fiu":
-        raise ValueError(f"{name} must be numeric, got dtype {pos.dtype}")
+        raise ParameterError(name, f"{name} must be numeric, got dtype {pos.dtype}")
     ok = (pos.ndim == 1 and pos.shape[0] == n_rows) or (
         matrix and pos.ndim == 2 and pos.shape[0] == n_rows)
     if not ok:
         if matrix:
-            raise ValueError(f"{name} must have shape ({n_rows},) (one score per query row) or "
-                             f"({n_rows}, m) (several positives, NaN-padded), got {pos.shape}")
-        raise ValueError(f"{name} must have shape ({n_rows},) (one score per query row), "
-                         f"got {pos.shape}")
+            raise ParameterError(name,
+                                 f"{name} must have shape ({n_rows},) (one score per query row) or "
+                                 f"({n_rows}, m) (several positives, NaN-padded), got {pos.shape}")
+        raise ParameterError(name, f"{name} must have shape ({n_rows},) (one score per query row), "
+                                   f"got {pos.shape}")
     pos = pos.astype(np.float64, copy=False)
     inf = np.isinf(pos)
     if inf.any():
         where = tuple(int(i) for i in np.argwhere(inf)[0])
-        raise ValueError(f"{name} is {pos[where]} at index {where} ({int(inf.sum())} infinite "
-                         f"value(s)): a positive's score must be finite, or NaN when unknown")
+        raise ParameterError(name,
+                             f"{name} is {pos[where]} at index {where} ({int(inf.sum())} infinite "
+                             f"value(s)): a positive's score must be finite, or NaN when unknown")
     return pos
 
 
 def check_param(x, name: str, *, nonneg: bool = False) -> float:
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {x!r}")
-    x = float(x)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {x}")
-    if nonneg and x < 0:
-        raise ValueError(f"{name} must be >= 0, got {x}")
-    return x
+    """A finite real number (``>= 0`` with ``nonneg``); see :func:`simans_fast._validate.check_real`."""
+    return check_real(x, name, min=0 if nonneg else None)
 
 
 def check_n(n, name: str = "n") -> int:
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1, got {n}")
-    return int(n)
+    """A positive integer (the ``"n"`` rule of :data:`simans_fast._validate.CONSTRAINTS`)."""
+    return validate("n", n, parameter=name)
 
 
 def check_kernel(kernel: str) -> int:
-    try:
-        return _KERNELS[kernel]
-    except (KeyError, TypeError):
-        raise ValueError(f"kernel must be one of {sorted(_KERNELS)}, got {kernel!r}") from None
+    """The kernel code of ``kernel`` (one of :data:`simans_fast._config.KERNELS`)."""
+    return _KERNELS[validate("kernel", kernel)]
 
 
 def check_fallback(fallback: str) -> str:
-    if fallback not in _FALLBACKS:
-        raise ValueError(f"fallback must be one of {list(_FALLBACKS)}, got {fallback!r}")
-    return fallback
+    return validate("fallback", fallback)
 
 
 def check_row_keys(row_keys, n_rows: int) -> np.ndarray:
@@ -212,9 +193,10 @@ def check_row_keys(row_keys, n_rows: int) -> np.ndarray:
         return np.arange(n_rows, dtype=np.uint64)
     keys = np.asarray(row_keys)
     if keys.dtype.kind not in "iu":
-        raise ValueError(f"row_keys must be integers (global query keys), got dtype {keys.dtype}")
+        raise ParameterError("row_keys",
+                             f"row_keys must be integers (global query keys), got dtype {keys.dtype}")
     if keys.shape != (n_rows,):
-        raise ValueError(f"row_keys must have shape ({n_rows},), got {keys.shape}")
+        raise ParameterError("row_keys", f"row_keys must have shape ({n_rows},), got {keys.shape}")
     if keys.dtype.kind == "i":
         return keys.astype(np.int64, copy=False).view(np.uint64)
     return keys.astype(np.uint64, copy=False)
@@ -229,27 +211,26 @@ def check_rows(rows, n_rows: int) -> np.ndarray:
     if r.ndim == 0:
         r = r.reshape(1)
     if r.ndim != 1:
-        raise ValueError(f"rows must be a 1-D array of row indices, got shape {r.shape}")
+        raise ParameterError("rows",
+                             f"rows must be a 1-D array of row indices, got shape {r.shape}")
     if r.size == 0:
         return np.empty(0, np.int64)
     if r.dtype.kind not in "iu":
-        raise ValueError(f"rows must be integer row indices, got dtype {r.dtype}")
+        raise ParameterError("rows", f"rows must be integer row indices, got dtype {r.dtype}")
     lo, hi = int(r.min()), int(r.max())
     if lo < -n_rows or hi >= n_rows:
-        raise ValueError(f"rows must index rows 0..{n_rows - 1} (or -{n_rows}..-1), got values "
-                         f"in [{lo}, {hi}]")
+        raise ParameterError("rows",
+                             f"rows must index rows 0..{n_rows - 1} (or -{n_rows}..-1), got values "
+                             f"in [{lo}, {hi}]")
     r = r.astype(np.int64, copy=False)
     return np.where(r < 0, r + n_rows, r)
 
 
-_POSITIVE_CHOICES = ("random", "highest", "lowest")
+_POSITIVE_CHOICES = _config.POSITIVE_CHOICES
 
 
 def check_positive_choice(positive_choice: str) -> str:
-    if positive_choice not in _POSITIVE_CHOICES:
-        raise ValueError(f"positive_choice must be one of {list(_POSITIVE_CHOICES)}, "
-                         f"got {positive_choice!r}")
-    return positive_choice
+    return validate("positive_choice", positive_choice)
 
 
 def positive_uniforms(seed_u, epoch_u, keys_u) -> np.ndarray:
@@ -315,8 +296,9 @@ def _log_weights(scores, pos, a, b, kcode, ids, parallel, *, scores_name, ids_na
 # ------------------------------------------------------------------------------------------
 # public API
 # ------------------------------------------------------------------------------------------
+@renamed_kwargs(missing_positive="fallback")
 def ambiguity_log_weights(scores, positive_scores, *, a: float = 0.5, b: float = 0.0,
-                          kernel: str = "gaussian", missing_positive: str = "raise",
+                          kernel: str = "gaussian", fallback: str = "raise",
                           candidate_ids=None, parallel: bool = True) -> np.ndarray:
     """SimANS log-weights of every candidate, in float32.
 
@@ -333,7 +315,7 @@ def ambiguity_log_weights(scores, positive_scores, *, a: float = 0.5, b: float =
         padding (-1). Huge finite scores are valid (log-weight clamped to float32's range).
         Any memory order, read-only arrays and memory maps are used without a copy.
     positive_scores : array of shape (n_q,)
-        Score of each query's positive. NaN means unknown (see ``missing_positive``);
+        Score of each query's positive. NaN means unknown (see ``fallback``);
         ``+inf`` / ``-inf`` are errors (``ValueError`` naming ``positive_scores``).
     a : float, default 0.5
         Sharpness (>= 0). ``a = 0`` gives uniform weights over the valid candidates.
@@ -341,9 +323,10 @@ def ambiguity_log_weights(scores, positive_scores, *, a: float = 0.5, b: float =
         Shift of the peak relative to the positive's score.
     kernel : {"gaussian", "laplace"}
         ``laplace`` with ``a = 3`` is the kernel of the paper's MS MARCO passage run.
-    missing_positive : {"raise", "uniform"}
+    fallback : {"raise", "uniform"}
         What a NaN positive score (positive unknown) means: an error, or uniform log-weights
-        (0) over the row's valid candidates.
+        (0) over the row's valid candidates. (``"lowest"`` is a sampling rule, not a weight:
+        it is refused here.) Old name ``missing_positive`` (deprecated, one release).
     candidate_ids : array of shape (n_q, k), optional
         When given, columns whose id is -1 (padding) are invalid too; ids below -1 are an error.
     parallel : bool, default True
@@ -361,13 +344,13 @@ def ambiguity_log_weights(scores, positive_scores, *, a: float = 0.5, b: float =
     a = check_param(a, "a", nonneg=True)
     b = check_param(b, "b")
     kcode = check_kernel(kernel)
-    if missing_positive not in ("raise", "uniform"):
-        raise ValueError(f"missing_positive must be 'raise' or 'uniform', got {missing_positive!r}")
+    fallback = check_choice(fallback, "fallback", ("raise", "uniform"))
     bad = np.isnan(pos)
-    if missing_positive == "raise" and bad.any():
+    if fallback == "raise" and bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"positive_scores has {int(bad.sum())} unknown (NaN) value(s) (first at "
-                         f"row {first}); pass missing_positive='uniform' or fix the scores")
+        raise ParameterError("positive_scores",
+                             f"positive_scores has {int(bad.sum())} unknown (NaN) value(s) "
+                             f"(first at row {first}); pass fallback='uniform' or fix the scores")
     ids = None
     if candidate_ids is not None:
         ids = check_ids(candidate_ids, "candidate_ids", (n_q, k))
@@ -554,6 +537,29 @@ def build_alias(logw, *, parallel: bool = True) -> AliasTables:
     return AliasTables._unchecked(packed, nvalid, logw, peak)
 
 
+def weights_and_tables(scores, qrow, pos, a, b, kcode, ids, parallel, *, scores_name,
+                        ids_name) -> AliasTables:
+    """Log-weights and alias tables in one kernel pass, for table rows taking the candidates of
+    queries ``qrow`` (int64) and positive scores ``pos`` (float64, one per table row); NaN
+    positives get uniform weights. The same arrays as :func:`_log_weights` on
+    ``scores[qrow]`` then :func:`build_alias`, without the gathered copies and the second pass;
+    raises like :func:`_log_weights` (naming the query row) for a rejected candidate."""
+    n_t, k = qrow.shape[0], scores.shape[1]
+    logw = np.empty((n_t, k), np.float32)
+    packed = np.empty((n_t, k, 2), np.int32)
+    nvalid = np.zeros(n_t, np.int32)
+    peak = np.zeros(n_t, np.float32)
+    if n_t and k:
+        fn = _k.weights_tables_par if parallel else _k.weights_tables_ser
+        fn(scores, np.ascontiguousarray(qrow, np.int64), pos, a, b, kcode, ids,
+           _k.MISSING_UNIFORM, logw, packed, nvalid, peak, _CHUNK)
+        if nvalid.min() < 0:
+            first = qrow[np.flatnonzero(nvalid < 0)[:1]]
+            _raise_bad_row(np.ones(1, bool), ids[first], scores[first], ids_name, scores_name,
+                           first)
+    return AliasTables._unchecked(packed, nvalid, logw, peak)
+
+
 def _has_nan_chunked(x, step=1 << 16):
     for i in range(0, x.shape[0], step):
         if np.isnan(x[i:i + step]).any():
@@ -583,7 +589,7 @@ def sample(tables, n: int, *, replace: bool = False, seed: int = 0, epoch: int =
     replace : bool, default False
         ``True`` draws independently from the alias tables.
     seed, epoch : int
-        Integers (negative ones taken modulo 2**64) keying the counter-based generator.
+        Integers in 0..2**64-1 keying the counter-based generator (negative ones are refused).
     rows : array of int, optional
         Rows to draw for (default: all), in the order wanted; an empty list gives ``(0, n)``.
     row_keys : array of shape (n_q,), optional
@@ -608,8 +614,8 @@ def sample(tables, n: int, *, replace: bool = False, seed: int = 0, epoch: int =
     rows = check_rows(rows, n_q)
     keys = check_row_keys(row_keys, n_q)[rows]
     mr = default_max_reject(n) if max_reject is None else check_n(max_reject, "max_reject")
-    return sample_table_rows(tables, n, rows, keys, bool(replace), to_u64(seed, "seed"),
-                             to_u64(epoch, "epoch"), mr, parallel)
+    return sample_table_rows(tables, n, rows, keys, bool(replace), seed_u64(seed),
+                             epoch_u64(epoch), mr, parallel)
 
 
 def sample_table_rows(tables: AliasTables, n, table_rows, keys, replace, seed_u, epoch_u,
@@ -693,8 +699,8 @@ def simans_negatives(candidate_ids, candidate_scores, positive_scores, n: int, *
     fallback = check_fallback(fallback)
     positive_choice = check_positive_choice(positive_choice)
     keys = check_row_keys(row_keys, n_q)
-    seed_u = to_u64(seed, "seed")
-    epoch_u = to_u64(epoch, "epoch")
+    seed_u = seed_u64(seed)
+    epoch_u = epoch_u64(epoch)
     mr = default_max_reject(n) if max_reject is None else check_n(max_reject, "max_reject")
     if pos.ndim == 2:
         col = choose_positive(pos, positive_choice, seed_u, epoch_u, keys)

@@ -30,7 +30,10 @@ import time
 import numpy as np
 
 __all__ = ["make_synthetic", "run_demo", "SyntheticRetrieval", "harvest_stdlib", "fn_proxy",
-           "run_text_demo"]
+           "run_text_demo", "MAX_SEED"]
+
+#: the demo's seeds go to numpy.random.default_rng (with small offsets): 0 <= seed <= MAX_SEED
+MAX_SEED = 2 ** 63 - 1
 
 
 class SyntheticRetrieval:
@@ -136,7 +139,7 @@ def _save_plot(path, ranks: dict, gaps: dict, k: int, n: int, a: float, b: float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import _tmp_path
+    from .store.atomic import AtomicFile
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     bins = np.arange(1, k + 2) - 0.5
@@ -159,14 +162,11 @@ def _save_plot(path, ranks: dict, gaps: dict, k: int, n: int, a: float, b: float
     axes[1].set_title(title_gap or f"Scores relative to the positive (SimANS a={a}, b={b})")
     axes[1].legend()
     fig.tight_layout()
-    tmp = _tmp_path(path)
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
+        with AtomicFile(path, "wb") as f:  # the package's one atomic writer
+            fig.savefig(f, format="png", dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _check_out(out) -> None:
@@ -512,7 +512,7 @@ def _bundled_model_path():
 def _write_jsonl(path, records):
     import json
 
-    from .io import _AtomicFile
+    from .store.atomic import AtomicFile as _AtomicFile
 
     with _AtomicFile(path, "w", encoding="utf-8", newline="\n") as f:
         for r in records:
@@ -541,10 +541,12 @@ def run_text_demo(out: str = "simans_fast_demo", *, seed: int = 0, plot: bool = 
     """
     import numpy as np
 
-    from . import io as sio
     from .candidates import rescore, topk
     from .diagnostics import simans_effective_candidates, summarize_effective
     from .formats.flagembedding import write_records
+    from .formats.negatives import write_negatives
+    from .store.atomic import atomic_write_text
+    from .store.negatives import EpochNegatives
     from .sampler import SimANSSampler
 
     p = print_fn
@@ -580,7 +582,7 @@ def run_text_demo(out: str = "simans_fast_demo", *, seed: int = 0, plot: bool = 
                  ({"_id": d, "title": "", "text": t} for d, t in zip(doc_ids, docs)))
     _write_jsonl(os.path.join(tdir, "queries.jsonl"),
                  ({"_id": q, "text": t} for q, t in zip(query_ids, queries)))
-    sio.atomic_write_text(os.path.join(tdir, "qrels.tsv"), "query-id\tcorpus-id\tscore\n" + "".join(
+    atomic_write_text(os.path.join(tdir, "qrels.tsv"), "query-id\tcorpus-id\tscore\n" + "".join(
         f"{q}\td{j}\t1\n" for q, j in zip(query_ids, q_rows)))
 
     # ---- Numba kernels (compiled on the first run, then loaded from the cache)
@@ -677,7 +679,7 @@ def run_text_demo(out: str = "simans_fast_demo", *, seed: int = 0, plot: bool = 
     safe = np.where(valid, cols, 0)
     neg_rows = np.where(valid, cids[rows, safe], -1)
     neg_scores = np.where(valid, cscores[rows, safe], np.float32(np.nan)).astype(np.float32)
-    neg = sio.EpochNegatives(query_ids, doc_ids, q_rows[:, None].copy(), pscores[:, None].copy(),
+    neg = EpochNegatives(query_ids, doc_ids, q_rows[:, None].copy(), pscores[:, None].copy(),
                              neg_rows, neg_scores, np.where(valid, safe + 1, 0).astype(np.int64))
     neg.query_texts = {q: ("", t) for q, t in zip(query_ids, queries)}
     neg.doc_texts = {d: ("", t) for d, t in zip(doc_ids, docs)}
@@ -691,7 +693,7 @@ def run_text_demo(out: str = "simans_fast_demo", *, seed: int = 0, plot: bool = 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        sio.write_negatives(st_path, neg, "sentence-transformers", on_short="repeat")
+        write_negatives(st_path, neg, "sentence-transformers", on_short="repeat")
     fe_path = os.path.join(out, "flagembedding.jsonl")
     recs = []
     for i in range(n_q):

@@ -17,24 +17,27 @@ when one candidate holds all the mass (``inverse_simpson <= perplexity`` always)
 describe one draw; ``n`` draws without replacement cover at most ``min(n, n_valid)``
 candidates, so rows with ``n_valid <= n`` take every candidate whatever the weights.
 
-Everything here is plain NumPy (float64), row-chunked, and imports nothing beyond numpy.
+Everything here is plain NumPy (float64), row-chunked; it imports numpy, the leaves
+(``_validate``), ``core`` and ``strategies`` (lazily).
 """
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._config import DEFAULT_QUERY_BLOCK
+
 __all__ = ["MEASURES", "FlatWeightsWarning", "EffectiveCandidates", "effective_candidates",
-           "simans_effective_candidates", "summarize_effective", "warn_if_flat"]
+           "simans_effective_candidates", "summarize_effective", "warn_if_flat",
+           "candidates_effective", "parse_window", "score_scale_of", "strategy_filters"]
 
 MEASURES = ("perplexity", "inverse_simpson")
 #: default share of the valid candidates above which the weights count as "nearly flat"
 FLAT_RATIO = 0.9
-_CHUNK = 4096
+_CHUNK = DEFAULT_QUERY_BLOCK  # queries per block (results never depend on it)
 
 
 class FlatWeightsWarning(UserWarning):
@@ -137,7 +140,7 @@ def simans_effective_candidates(candidate_scores, positive_scores, *, a: float =
     candidate_scores : float array of shape (n_q, k)
         NaN or ``-inf`` marks padding.
     positive_scores : array of shape (n_q,)
-        Rows with a non-finite positive get uniform weights (``missing_positive="uniform"``).
+        Rows with a non-finite positive get uniform weights (``fallback="uniform"``).
     a, b, kernel
         As in :func:`simans_fast.ambiguity_log_weights`; ``b`` is in scaled units.
     score_scale : float, default 1.0
@@ -152,17 +155,14 @@ def simans_effective_candidates(candidate_scores, positive_scores, *, a: float =
     s = np.asarray(candidate_scores, dtype=np.float64) * c
     p = np.asarray(positive_scores, dtype=np.float64) * c
     logw = _core.ambiguity_log_weights(s, p, a=a, b=b, kernel=kernel,
-                                       missing_positive="uniform", candidate_ids=candidate_ids)
+                                       fallback="uniform", candidate_ids=candidate_ids)
     return effective_candidates(logw, measure=measure)
 
 
 def _check_scale(score_scale):
-    if isinstance(score_scale, (bool, np.bool_)) or not isinstance(score_scale, numbers.Real):
-        raise ValueError(f"score_scale must be a positive finite number, got {score_scale!r}")
-    c = float(score_scale)
-    if not np.isfinite(c) or c <= 0:
-        raise ValueError(f"score_scale must be a positive finite number, got {score_scale!r}")
-    return c
+    from ._validate import check_real
+
+    return check_real(score_scale, "score_scale", min=0, min_exclusive=True)
 
 
 def summarize_effective(eff: EffectiveCandidates, n: int | None = None) -> dict:
@@ -206,3 +206,127 @@ def warn_if_flat(eff: EffectiveCandidates, n: int | None = None, *,
         f"({ratio:.0%} > {threshold:.0%}), so sampling is close to uniform." + hint,
         FlatWeightsWarning, stacklevel=stacklevel + 1)
     return True
+
+
+# --------------------------------------------------------------------------- saved parameters
+def parse_window(value, parameter: str = "window"):
+    """A rank window as saved in a parameter set: ``"LO-HI"`` / ``"LO-"`` (FlagEmbedding's
+    ``10-210``) or a pair ``(lo, hi)``; returns ``(lo, hi)`` (``hi`` None: no bound) or None.
+
+    Ranks are 0-based and ``HI`` is exclusive; ``0 <= LO < HI``. Errors are
+    :class:`simans_fast._validate.ParameterError` naming ``parameter``.
+    """
+    from ._validate import ParameterError
+
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        lo, hi = value
+        ok = (isinstance(lo, int) and not isinstance(lo, bool)
+              and (hi is None or (isinstance(hi, int) and not isinstance(hi, bool))))
+        if not ok:
+            raise ParameterError(parameter, f"{value!r}: expected LO-HI or LO- (ranks, e.g. "
+                                            "10-210)")
+    elif isinstance(value, str):
+        lo_s, sep, hi_s = value.partition("-")
+        if not sep or not lo_s.isdigit() or not (hi_s == "" or hi_s.isdigit()) or not (
+                lo_s.isascii() and hi_s.isascii()):
+            raise ParameterError(parameter, f"{value!r}: expected LO-HI or LO- with whole "
+                                            "numbers (0-based ranks, HI exclusive, e.g. 10-210)")
+        lo, hi = int(lo_s), (int(hi_s) if hi_s else None)
+    else:
+        raise ParameterError(parameter, f"{value!r}: expected LO-HI or LO- (ranks, e.g. 10-210)")
+    if lo < 0 or (hi is not None and hi <= lo):
+        raise ParameterError(parameter, f"{value!r}: needs 0 <= LO < HI (0-based ranks, HI "
+                                        "exclusive)")
+    return (lo, hi)
+
+
+def score_scale_of(parameters) -> float:
+    """The score multiplier ``c`` of a saved parameter set (absent: 1, raw scores)."""
+    v = parameters.get("score_scale")
+    return 1.0 if v is None else float(v)
+
+
+def strategy_filters(parameters) -> dict:
+    """The rank and score options of a saved parameter set, as keyword arguments of
+    :func:`simans_fast.filter_candidates` (``skip``, ``window``, ``max_score``, ``margin``,
+    ``perc``)."""
+    out = {key: (None if parameters.get(key) is None else float(parameters[key]))
+           for key in ("max_score", "margin", "perc")}
+    out["skip"] = int(parameters.get("skip") or 0)
+    out["window"] = parse_window(parameters.get("window"))
+    return out
+
+
+def has_strategy_filters(filters: dict) -> bool:
+    """Whether :func:`strategy_filters` asks for any rank or score restriction."""
+    return bool(filters["skip"]) or filters["window"] is not None or any(
+        filters[key] is not None for key in ("max_score", "margin", "perc"))
+
+
+_EFF_BLOCK = 1 << 16
+
+
+def candidates_effective(candidates, parameters):
+    """Effective number of SimANS candidates per query of a candidates file, or None.
+
+    ``candidates`` has ``candidate_ids``, ``candidate_scores`` and ``positive_scores`` (a
+    :class:`simans_fast.store.candidates.CandidatesFile` or
+    :class:`simans_fast.MinedCandidates`); ``parameters`` is a saved parameter set (``a``,
+    ``b``, ``kernel``, optional ``score_scale``, ``positive_choice``, ``strategy`` and the rank
+    and score options).
+
+    The weights are those the sampler uses: ``exp(-a (c s - c s_pos - b)^2)`` (or Laplace) over
+    the candidates kept by the rank and score options, ``c`` the score scale. With several
+    positives: ``highest`` / ``lowest`` use that one; ``random`` averages over the query's
+    positives (each is used in some epochs). Queries without a known positive (fallback) and
+    strategies other than SimANS have no such figure (NaN / None).
+    """
+    from .strategies import filter_candidates
+
+    if (parameters.get("strategy") or "simans") != "simans":
+        return None
+    cids = np.asarray(candidates.candidate_ids)
+    cscores = np.asarray(candidates.candidate_scores)
+    pscores = np.asarray(candidates.positive_scores, dtype=np.float64)
+    n_q, m = pscores.shape
+    c = score_scale_of(parameters)
+    choice = parameters.get("positive_choice", "random")
+    filters = strategy_filters(parameters)
+    options = has_strategy_filters(filters)
+    eff = np.full(n_q, np.nan)
+    n_valid = np.zeros(n_q, np.int64)
+    for lo in range(0, n_q, _EFF_BLOCK):
+        hi = min(n_q, lo + _EFF_BLOCK)
+        ids = cids[lo:hi]
+        s = cscores[lo:hi]
+        p = pscores[lo:hi]
+        known = ~np.isnan(p)
+        if options:
+            ids = filter_candidates(ids, s, p[:, 0] if m == 1 else p, **filters).ids
+        if m == 1 or choice == "random":
+            cols = [p[:, j] for j in range(m)]
+        else:
+            filled = np.where(known, p, -np.inf if choice == "highest" else np.inf)
+            j = np.argmax(filled, 1) if choice == "highest" else np.argmin(filled, 1)
+            cols = [p[np.arange(hi - lo), j]]
+        tot = np.zeros(hi - lo)
+        cnt = np.zeros(hi - lo)
+        nv = np.zeros(hi - lo, np.int64)
+        for col in cols:
+            ok = ~np.isnan(col)
+            if not ok.any():
+                continue
+            e = simans_effective_candidates(s, np.where(ok, col, 0.0),
+                                            a=float(parameters["a"]), b=float(parameters["b"]),
+                                            kernel=parameters["kernel"], score_scale=c,
+                                            candidate_ids=ids)
+            use = ok & (e.n_valid > 0)
+            tot += np.where(use, e.effective, 0.0)
+            cnt += use
+            nv = np.where(use, e.n_valid, nv)
+        has = cnt > 0
+        eff[lo:hi] = np.where(has, tot / np.maximum(cnt, 1), np.nan)
+        n_valid[lo:hi] = np.where(has, nv, 0)
+    return EffectiveCandidates(eff, n_valid, "perplexity")

@@ -28,20 +28,22 @@ import json
 import os
 import re
 import shutil
-import signal
-import tempfile
 import warnings
 
 import numpy as np
 
+from ._config import EMBEDDING_DTYPES
 from ._progress import progress_bar
-from .io import atomic_save_npy, atomic_write_text, fsync_dir
+from ._validate import ParameterTypeError
+from .store.atomic import AtomicFile, atomic_save_npy, atomic_write_text, commit_file
 
 __all__ = [
     "load_model",
     "model_identity",
     "encode",
     "encode_texts",
+    "encode_chunks",
+    "batch_order",
     "embedding_key",
     "texts_sha256",
     "ENCODE_FORMAT",
@@ -52,12 +54,8 @@ ENCODE_FORMAT = "simans-fast-embeddings"
 CHECKPOINT_FORMAT = "simans-fast-embeddings-checkpoint"
 ENCODE_VERSION = 1
 ROLES = ("query", "document", None)
-_DTYPES = {"float32": np.float32, "float16": np.float16}
+_DTYPES = {name: np.dtype(name).type for name in EMBEDDING_DTYPES}
 _DEFAULT_CHUNK_BATCHES = 16  # default chunk_size = 16 batches (per process)
-
-# Test-only hook: "after_write:N" or "after_checkpoint:N" SIGKILLs this process after the Nth
-# chunk of a run written to a file (after its rows are in the memmap / after its checkpoint).
-_TEST_KILL_ENV = "SIMANS_FAST_TEST_ENCODE_KILL"
 
 _ST_HINT = 'sentence-transformers is needed: pip install "simans_fast[st]"'
 
@@ -288,14 +286,16 @@ def _check_texts(texts, *, digest: bool):
         except TypeError:
             raise TypeError(f"texts: expected a sequence of str, got {type(texts).__name__}") from None
     h = hashlib.sha256() if digest else None
-    lengths = np.empty(len(texts), dtype=np.int64)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise ValueError(f"texts[{i}]: expected a non-empty str, got {type(t).__name__}")
-        if not t:
-            raise ValueError(f"texts[{i}]: an empty string (every text must be non-empty)")
-        lengths[i] = len(t)
-        if h is not None:
+    ok = all(isinstance(t, str) for t in texts)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) if ok else None
+    if not ok or (lengths.size and not lengths.min()):
+        for i, t in enumerate(texts):      # the first bad text, for the message
+            if not isinstance(t, str):
+                raise ValueError(f"texts[{i}]: expected a non-empty str, got {type(t).__name__}")
+            if not t:
+                raise ValueError(f"texts[{i}]: an empty string (every text must be non-empty)")
+    if h is not None:
+        for t in texts:
             b = t.encode("utf-8", "surrogatepass")
             h.update(len(b).to_bytes(8, "little"))
             h.update(b)
@@ -308,7 +308,7 @@ def texts_sha256(texts) -> str:
 
 
 # --------------------------------------------------------------------------- arguments
-def _resolve_prompt(model, role, prompt_name, prompt):
+def resolve_prompt(model, role, prompt_name, prompt):
     """The prompt text that will be prepended, resolved as sentence-transformers does."""
     if prompt is not None and prompt_name is not None:
         raise ValueError("prompt and prompt_name: give one of them, not both")
@@ -340,20 +340,17 @@ def _check_args(role, dtype, batch_size, chunk_size, device, pool, normalize_emb
     key = np.dtype(dtype).name if isinstance(dtype, (type, np.dtype)) else dtype
     if key not in _DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected 'float32' or 'float16'")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size {batch_size!r}: expected a positive int")
-    batch_size = int(batch_size)
+    from ._validate import check_bool, check_int
+
+    batch_size = check_int(batch_size, "batch_size", min=1)
     if chunk_size is not None:
-        if (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
-                or chunk_size < 1):
-            raise ValueError(f"chunk_size {chunk_size!r}: expected a positive int or None")
+        chunk_size = check_int(chunk_size, "chunk_size", min=1, allow_none=True)
         if chunk_size % batch_size:
             raise ValueError(
                 f"chunk_size {chunk_size}: must be a multiple of batch_size {batch_size} "
                 "(batches never straddle chunks, so results do not depend on the chunking)")
         chunk_size = int(chunk_size)
-    if not isinstance(normalize_embeddings, (bool, np.bool_)):
-        raise TypeError(f"normalize_embeddings: expected a bool, got {type(normalize_embeddings).__name__}")
+    check_bool(normalize_embeddings, "normalize_embeddings")
     if isinstance(device, (list, tuple)):
         if not device:
             raise ValueError("device: an empty list of devices")
@@ -387,7 +384,7 @@ def embedding_key(model, texts, *, role="document", prompt_name=None, prompt=Non
     dkey, *_ = _check_args(role, dtype, 1, None, None, None, normalize_embeddings, None)
     texts, _, digest = _check_texts(texts, digest=True)
     model = load_model(model)
-    return _key(model, len(texts), digest, role, _resolve_prompt(model, role, prompt_name, prompt),
+    return _key(model, len(texts), digest, role, resolve_prompt(model, role, prompt_name, prompt),
                 bool(normalize_embeddings), dkey)
 
 
@@ -407,6 +404,17 @@ def _key(model, n, digest, role, prompt, normalize, dkey):
 
 
 # --------------------------------------------------------------------------- encoding
+def _batch_order(lengths):
+    """The global batch order: longest first, ties in input order."""
+    return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable").astype(np.int64)
+
+
+def batch_order(texts):
+    """Row numbers of ``texts`` in the order :func:`encode` batches them (longest first by
+    character count, ties in input order): the order :func:`encode_chunks` yields rows in."""
+    return _batch_order(_check_texts(texts, digest=False)[1])
+
+
 class _Job:
     """One encode call: model method, resolved arguments, the global batch order."""
 
@@ -416,7 +424,8 @@ class _Job:
         self.texts = texts
         self.n = len(texts)
         # longest first, ties in input order: the batches are fixed by the texts and batch_size
-        self.order = np.argsort(-lengths, kind="stable").astype(np.int64)
+        self.lengths = lengths
+        self.order = _batch_order(lengths)
         self.role = role
         self.prompt = prompt
         self.batch_size = batch_size
@@ -452,19 +461,66 @@ class _Job:
 
     def encode_rows(self, pos, end, bar):
         """Embeddings (float32/16 as returned) of the texts order[pos:end] (whole batches)."""
-        chunk = [self.texts[i] for i in self.order[pos:end]]
+        texts = self.texts
+        chunk = [texts[i] for i in self.order[pos:end].tolist()]
         if self.multi:
             pool = self.pool if self.pool is not None else self._start_pool()
             emb = self._call(chunk, pool=pool, chunk_size=self.batch_size)
             bar.update(len(chunk))
             return emb
-        parts = []
         kw = {} if self.device is None else {"device": self.device}
+        perm = self._model_sort(chunk, pos, end)
+        if perm is not None:
+            # one call for the whole chunk: handed over so that the model's own length sort
+            # lines the texts up in our order, i.e. it forms exactly our batches
+            arranged = [None] * len(chunk)
+            for j, t in zip(perm.tolist(), chunk):
+                arranged[j] = t
+            emb = self._call(arranged, **kw)
+            bar.update(len(chunk))
+            return emb[perm]
+        parts = []
         for s in range(0, len(chunk), self.batch_size):
             part = self._call(chunk[s:s + self.batch_size], **kw)
             parts.append(part)
             bar.update(len(part))
         return np.concatenate(parts, axis=0)
+
+    def _model_sort(self, chunk, pos, end):
+        """``P`` such that the model, handed ``arranged`` with ``arranged[P[i]] = chunk[i]``,
+        encodes ``chunk`` in our batches in one call; None when that cannot be arranged.
+
+        A sentence-transformers model sorts each call's inputs by
+        ``np.argsort([-model._input_length(x) for x in inputs])`` and batches them in that
+        order. ``chunk`` is already longest first, so that sort ``P`` only permutes texts of
+        equal length; ``arranged`` has the same length sequence, so the model computes the same
+        ``P`` for it and its sorted sequence ``arranged[P[i]]`` is ``chunk[i]``: its batches are
+        ours, and the embedding of a text still depends only on the texts and batch_size. Only
+        for models with that sort and without interleaved batches (``_can_flatten_inputs``);
+        any other model gets one call per batch."""
+        if len(chunk) <= self.batch_size:
+            return None
+        m = self.model
+        length = getattr(m, "_input_length", None)
+        flatten = getattr(m, "_can_flatten_inputs", None)
+        if not (callable(length) and callable(flatten)):
+            return None
+        try:
+            if flatten():
+                return None
+            if (getattr(length, "__module__", None) == "sentence_transformers.base.model"
+                    and getattr(length, "__qualname__", None) == "BaseModel._input_length"):
+                # sentence-transformers' own helper: len() of a str, as our lengths
+                neg = (-self.lengths[self.order[pos:end]]).tolist()
+            else:
+                neg = [-length(t) for t in chunk]
+        except Exception:  # pragma: no cover - a model whose private helpers changed
+            return None
+        perm = np.argsort(neg)          # the very expression sentence-transformers evaluates
+        key = np.asarray(neg, dtype=np.int64)
+        if perm.shape != key.shape or not np.array_equal(key[perm], key):
+            return None                 # its length is not ours: batches would differ
+        return perm.astype(np.int64, copy=False)
 
     def _start_pool(self):
         if self._own_pool is None:
@@ -493,15 +549,6 @@ class _Job:
                                                                                   "encoding texts")
         return progress_bar(total=self.n, desc=desc, enable=self.progress, unit="texts",
                             initial=initial)
-
-
-def _test_hook(stage, chunks_done):
-    spec = os.environ.get(_TEST_KILL_ENV)
-    if not spec:
-        return
-    want, _, count = spec.partition(":")
-    if want == stage and int(count) == chunks_done:
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 # --------------------------------------------------------------------------- files
@@ -614,26 +661,13 @@ def _load_result(path, n):
 def _copy_file(src, dst, key, shape, batch_size):
     """Copy a finished embeddings file to ``dst`` atomically, then its sidecar."""
     _remove(_meta_path(dst))
-    d = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(dst) + ".", suffix=".tmp")
-    os.close(fd)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes owner-only files; give the usual mode
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        _remove(tmp)
-        raise
-    fsync_dir(os.path.dirname(os.path.abspath(dst)))
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    with open(src, "rb") as fsrc, AtomicFile(dst, "wb") as fdst:  # store.atomic's writer
+        shutil.copyfileobj(fsrc, fdst, 1 << 22)
     _write_meta(dst, key, shape, batch_size)
 
 
-def _encode_to_file(job, path, key, resume):
+def _encode_to_file(job, path, key, resume, callback=None):
     """Encode into ``path`` (a .npy), resumably. Caller holds the lock. Returns the shape."""
     n = job.n
     ckpt_file, partial = _ckpt_path(path), _partial_path(path)
@@ -691,18 +725,17 @@ def _encode_to_file(job, path, key, resume):
             job.store(target, pos, end, job.encode_rows(pos, end, bar))
             chunks += 1
             target.flush()
-            _test_hook("after_write", chunks)
+            if callback is not None:
+                callback("chunk_written", {"chunks": chunks, "rows_done": int(pos)})
             checkpoint(end)
-            _test_hook("after_checkpoint", chunks)
+            if callback is not None:
+                callback("checkpoint_written", {"chunks": chunks, "rows_done": int(end)})
             pos = end
     finally:
         bar.close()
     target.flush()
     del target
-    with open(partial, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(partial, path)
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    commit_file(partial, path)  # fsync, rename, fsync the directory (store.atomic)
     _write_meta(path, key, shape, job.batch_size)
     _remove(ckpt_file)
     return list(shape)
@@ -710,7 +743,7 @@ def _encode_to_file(job, path, key, resume):
 
 def encode(model, texts, *, role="document", prompt_name=None, prompt=None, batch_size=32,
            device=None, normalize_embeddings=True, dtype="float32", out=None, cache_folder=None,
-           progress=True, chunk_size=None, pool=None, resume=True):
+           progress=True, chunk_size=None, pool=None, resume=True, callback=None):
     """Encode texts into an ``(n, dim)`` embedding matrix.
 
     Parameters
@@ -752,11 +785,19 @@ def encode(model, texts, *, role="document", prompt_name=None, prompt=None, batc
         A progress bar in texts/s on stderr (tqdm, when installed).
     chunk_size : int, optional
         Texts per chunk (a multiple of ``batch_size``; default 16 batches per process): the
-        unit of checkpointing and of work handed to the pool. Results do not depend on it.
+        unit of checkpointing and of work handed to the model in one call (a
+        sentence-transformers model batches inside it, in exactly these batches) or to the
+        pool. Results do not depend on it.
     pool : dict, optional
         A pool from ``model.start_multi_process_pool(...)`` to use (not stopped here).
     resume : bool, default=True
         ``False`` ignores a finished or interrupted ``out`` and encodes from scratch.
+    callback : callable, optional
+        ``callback(point, info)`` while writing ``out`` (or the cache file): at
+        ``"chunk_written"`` (the chunk's rows are in the memory map, its checkpoint not yet
+        written) and ``"checkpoint_written"``, with ``info = {"chunks": chunks done in this
+        call, "rows_done": rows}``. For progress reporting and for tests that kill the process
+        at a named point.
 
     Returns
     -------
@@ -766,6 +807,9 @@ def encode(model, texts, *, role="document", prompt_name=None, prompt=None, batc
     """
     dkey, batch_size, chunk_size, device, out = _check_args(
         role, dtype, batch_size, chunk_size, device, pool, normalize_embeddings, out)
+    if callback is not None and not callable(callback):
+        raise ParameterTypeError("callback", "callback: expected a callable(point, info) or "
+                                 f"None, got {type(callback).__name__}")
     if cache_folder is not None:
         if not isinstance(cache_folder, (str, os.PathLike)):
             raise TypeError(f"cache_folder: expected a path, got {type(cache_folder).__name__}")
@@ -778,7 +822,7 @@ def encode(model, texts, *, role="document", prompt_name=None, prompt=None, batc
         model = load_model(model, device=device if isinstance(device, str) else None)
     else:
         model = load_model(model)
-    prompt = _resolve_prompt(model, role, prompt_name, prompt)
+    prompt = resolve_prompt(model, role, prompt_name, prompt)
     job = _Job(model, texts, lengths, role, prompt, batch_size, chunk_size, device, pool,
                normalize_embeddings, dkey, progress)
     n = job.n
@@ -828,15 +872,70 @@ def encode(model, texts, *, role="document", prompt_name=None, prompt=None, batc
                     return _load_result(out, n)
         if out is None:
             with _Lock(cpath):
-                _encode_to_file(job, cpath, key, True)
+                _encode_to_file(job, cpath, key, True, callback)
             return _load_result(cpath, n)
         with _Lock(out):
-            shape = _encode_to_file(job, out, key, resume)
+            shape = _encode_to_file(job, out, key, resume, callback)
         if cpath is not None:
             with _Lock(cpath):
                 if not _complete(cpath, key):
                     _copy_file(out, cpath, key, shape, batch_size)
         return _load_result(out, n)
+    finally:
+        job.close()
+
+
+def encode_chunks(model, texts, *, role="document", prompt_name=None, prompt=None,
+                  batch_size=32, device=None, normalize_embeddings=True, dtype="float32",
+                  progress=True, chunk_size=None, pool=None):
+    """Encode texts chunk by chunk without holding all the embeddings.
+
+    The same arguments, batches and embeddings as :func:`encode` (bit for bit: row ``r`` of a
+    chunk is row ``rows[r]`` of ``encode(model, texts, ...)`` with the same ``batch_size``),
+    handed over one chunk at a time so that a caller can consume them (search, write) with
+    memory for one chunk only. Arguments are checked and the model is loaded at the call; the
+    encoding runs as the returned iterator is consumed.
+
+    Returns
+    -------
+    iterator of (rows, emb)
+        ``rows``: int64 row numbers into ``texts`` (consecutive slices of
+        :func:`batch_order`); ``emb``: ``(len(rows), dim)`` of ``dtype``. Nothing for empty
+        ``texts``.
+    """
+    dkey, batch_size, chunk_size, device, _ = _check_args(
+        role, dtype, batch_size, chunk_size, device, pool, normalize_embeddings, None)
+    texts, lengths, _ = _check_texts(texts, digest=False)
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model, device=device if isinstance(device, str) else None)
+    else:
+        model = load_model(model)
+    prompt = resolve_prompt(model, role, prompt_name, prompt)
+    job = _Job(model, texts, lengths, role, prompt, batch_size, chunk_size, device, pool,
+               normalize_embeddings, dkey, progress)
+    if chunk_size is None:      # nothing to checkpoint: 4x encode's default chunks
+        job.chunk_size *= 4
+    return _chunks(job)
+
+
+def _chunks(job):
+    n = job.n
+    if n == 0:
+        job.close()
+        return
+    try:
+        dim = job.probe_dim()
+        bar = job.bar()
+        try:
+            for pos in range(0, n, job.chunk_size):
+                end = min(pos + job.chunk_size, n)
+                emb = job.encode_rows(pos, end, bar)
+                if emb.shape[1] != dim:
+                    raise RuntimeError(f"model returned {emb.shape[1]}-dim embeddings, expected "
+                                       f"{dim}")
+                yield job.order[pos:end], np.ascontiguousarray(emb, dtype=job.dtype)
+        finally:
+            bar.close()
     finally:
         job.close()
 

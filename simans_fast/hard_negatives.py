@@ -29,6 +29,7 @@ Pipeline (one unique query per row; repeated anchors are one query with several 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import numbers
@@ -49,43 +50,44 @@ DEFAULT_SCORE_SCALE = 20.0
 #: default SimANS candidate window (ranks after ``range_min``) when ``range_max`` is not given
 DEFAULT_SIMANS_WINDOW = 100
 _ROW_CHUNK = 4096
+#: corpus embeddings searched at a time when the corpus is streamed: rows of
+#: ``_STREAM_BYTES`` float32 (65,536 rows at dim 384), a multiple of topk's 1024-row tile, or
+#: ``_STREAM_ROWS`` rows when set (tests). Results do not depend on it; fewer, larger blocks
+#: mean fewer fresh top-k thresholds (each search of a block starts from its own)
+_STREAM_BYTES = 96 * 2**20
+_STREAM_ROWS = None
+
+
+def _stream_rows(dim):
+    if _STREAM_ROWS:
+        return int(_STREAM_ROWS)
+    return max(1024, _STREAM_BYTES // (4 * max(1, dim)) // 1024 * 1024)
 
 
 # ------------------------------------------------------------------------------ validation
 def _is_int(x):
-    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+    from ._validate import is_int
+
+    return is_int(x)
 
 
 def _check_int(x, name, *, minimum=None, allow_none=False):
-    if x is None and allow_none:
-        return None
-    if not _is_int(x):
-        raise TypeError(f"{name} must be an integer, got {x!r}")
-    x = int(x)
-    if minimum is not None and x < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {name}={x}")
-    return x
+    from ._validate import check_int
+
+    return check_int(x, name, min=minimum, allow_none=allow_none)
 
 
 def _check_float(x, name, *, allow_none=True, positive=False, nonneg=False):
-    if x is None and allow_none:
-        return None
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {x!r}")
-    v = float(x)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {x!r}")
-    if positive and v <= 0:
-        raise ValueError(f"{name} must be > 0, got {name}={x!r}")
-    if nonneg and v < 0:
-        raise ValueError(f"{name} must be >= 0, got {name}={x!r}")
-    return v
+    from ._validate import check_real
+
+    return check_real(x, name, allow_none=allow_none, min=0 if (positive or nonneg) else None,
+                      min_exclusive=positive)
 
 
 def _check_bool(x, name):
-    if not isinstance(x, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {x!r}")
-    return bool(x)
+    from ._validate import check_bool
+
+    return check_bool(x, name)
 
 
 def _check_prompts(prompt_name, prompt, which):
@@ -161,6 +163,39 @@ def _embed(model, texts, *, role, prompt_name, prompt, batch_size, devices, cach
                  batch_size=batch_size, device=devices, normalize_embeddings=True,
                  dtype="float32", cache_folder=cache_folder, progress=progress)
     return np.ascontiguousarray(emb, dtype=np.float32)
+
+
+def _corpus_chunks(model, docs, prompt_name, prompt, batch_size, devices, cache_folder,
+                   progress):
+    """The documents' normalised float32 embeddings as ``(rows, emb)`` chunks in the order
+    :func:`simans_fast.encode.encode_chunks` encodes them; with ``cache_folder``, read from the
+    cached file (encoded into it first when missing) in that same order."""
+    from .encode import batch_order, encode_chunks
+
+    if cache_folder is not None:
+        emb = _embed(model, docs, role="document", prompt_name=prompt_name, prompt=prompt,
+                     batch_size=batch_size, devices=devices, cache_folder=cache_folder,
+                     progress=progress)
+        if emb.shape[0] != len(docs):
+            raise ValueError(f"the model returned embeddings of shape {emb.shape} for "
+                             f"{len(docs)} documents")
+        return _array_chunks(emb, batch_order(docs), _stream_rows(emb.shape[1]))
+    return _checked_chunks(encode_chunks(model, docs, role="document", prompt_name=prompt_name,
+                                         prompt=prompt, batch_size=batch_size, device=devices,
+                                         normalize_embeddings=True, dtype="float32",
+                                         progress=progress), len(docs))
+
+
+def _checked_chunks(chunks, n):
+    seen = 0
+    for rows, emb in chunks:
+        if emb.ndim != 2 or emb.shape[0] != rows.shape[0]:
+            raise ValueError(f"the model returned embeddings of shape {emb.shape} for "
+                             f"{rows.shape[0]} documents")
+        seen += rows.shape[0]
+        yield rows, emb
+    if seen != n:
+        raise ValueError(f"the model returned embeddings for {seen} of {n} documents")
 
 
 def _resolve_model(model):
@@ -249,29 +284,143 @@ def _cross_encoder_scores(cross_encoder, queries, corpus, ids, q_of_pair, pos_id
     return scores, pred[n_pool:]
 
 
-# ------------------------------------------------------------------------------ filters
-def _apply_filters(ids, scores, ref, *, absolute_margin, relative_margin, max_score, min_score,
-                   n_cells):
-    """sentence-transformers' filters, in its order and float32 arithmetic, in place.
+def _array_chunks(emb, order, step):
+    """(rows, float32 rows of ``emb``) in ``order``, ``step`` rows at a time."""
+    for lo in range(0, order.shape[0], step):
+        rows = order[lo:lo + step]
+        yield rows, np.ascontiguousarray(emb[rows], dtype=np.float32)
 
-    Removed candidates get id -1 / score -inf. Returns ``{name: (skipped, ratio)}`` for the
-    filters that removed something, with sentence-transformers' denominators (all cells of its
-    score matrix, less what the margins removed)."""
+
+def _search_block(query_emb, block, k, exclude, offset):
+    """:func:`simans_fast.topk` of all queries against one block of the streamed corpus, the
+    block's rows at places ``offset ...`` of topk's fixed grid of BLAS calls."""
+    from .candidates import topk
+
+    c = topk(query_emb, block, k, exclude=exclude, backend="numba", corpus_offset=offset)
+    return c.ids, c.scores
+
+
+def _merge_pool(best_ids, best_scores, ids, scores, k):
+    """The best ``k`` of two candidate lists per row, by score, ties by lower id (the ids
+    here are places in the streamed order, as within one topk call)."""
+    all_ids = np.concatenate([best_ids, ids], axis=1)
+    all_scores = np.concatenate([best_scores, scores], axis=1)
+    key_ids = np.where(all_ids >= 0, all_ids, np.iinfo(np.int64).max)
+    order = np.lexsort((key_ids, -all_scores), axis=1)[:, :k]
+    return np.take_along_axis(all_ids, order, 1), np.take_along_axis(all_scores, order, 1)
+
+
+def _stream_pool(chunks, n_d, dim, query_emb, k, excl_q, excl_d, keep_docs, *,
+                 block_rows=None):
+    """Exact top-``k`` documents of every query over a corpus handed over in chunks.
+
+    ``chunks`` yields ``(rows, emb)``: document ids and their float32 embeddings, the rows of
+    all chunks together a permutation ``order`` of ``range(n_d)`` (the order in which
+    :func:`simans_fast.encode.encode_chunks` encodes them). Document ``order[p]`` takes place
+    ``p`` of :func:`simans_fast.topk`'s grid (``corpus_offset``), so the result is exactly that
+    of one ``topk`` call on ``corpus[order]`` (ids mapped back), whatever the chunking: every
+    score bit-identical, ties by lower place. Only one block of ``block_rows`` embeddings is
+    held at a time, plus those of ``keep_docs``.
+
+    ``(excl_q, excl_d)``: (query, document) pairs left out (sorted by query), or None.
+    Returns ids (document ids, -1 padded) and scores of shape ``(n_q, k)`` sorted by score,
+    ties by lower document id; and the float32 embeddings of ``keep_docs`` (sorted unique ids).
+    """
+    n_q = query_emb.shape[0]
+    step = int(block_rows or _stream_rows(dim))
+    best_ids = np.full((n_q, k), -1, np.int64)
+    best_scores = np.full((n_q, k), -np.inf, np.float32)
+    kept = np.zeros((keep_docs.shape[0], dim), np.float32)
+    slot = np.full(n_d, -1, np.int64)
+    slot[keep_docs] = np.arange(keep_docs.shape[0], dtype=np.int64)
+    place = np.full(n_d, -1, np.int64)          # place of each document in the stream
+    order = np.empty(n_d, np.int64)             # document at each place
+    step = max(1, min(step, n_d))
+    buf = np.empty((step, dim), np.float32)
+    state = {"start": 0, "fill": 0}
+
+    def flush():
+        nonlocal best_ids, best_scores
+        start, m = state["start"], state["fill"]
+        if m == 0:
+            return
+        excl = None
+        if excl_q is not None:
+            pp = place[excl_d]
+            sel = (pp >= start) & (pp < start + m)
+            indptr = np.zeros(n_q + 1, np.int64)
+            np.cumsum(np.bincount(excl_q[sel], minlength=n_q), out=indptr[1:])
+            excl = (indptr, pp[sel] - start)
+        ids, scores = _search_block(query_emb, buf[:m], min(k, m), excl, start)
+        ids = np.where(ids >= 0, ids + start, -1)
+        best_ids, best_scores = _merge_pool(best_ids, best_scores, ids, scores, k)
+        state["start"], state["fill"] = start + m, 0
+
+    for rows, emb in chunks:
+        rows = np.asarray(rows, np.int64)
+        emb = np.asarray(emb)
+        if emb.ndim != 2 or emb.shape != (rows.shape[0], dim):
+            raise ValueError(f"the model returned document embeddings of shape {emb.shape} for "
+                             f"{rows.shape[0]} documents; the queries' are {dim}-dimensional")
+        lo = 0
+        while lo < rows.shape[0]:
+            m = state["fill"]
+            t = min(rows.shape[0] - lo, step - m)
+            r, e = rows[lo:lo + t], emb[lo:lo + t]
+            at = state["start"] + m
+            if at + t > n_d or (place[r] >= 0).any():
+                raise RuntimeError("the corpus chunks are not a permutation of the documents")
+            buf[m:m + t] = e
+            place[r] = np.arange(at, at + t, dtype=np.int64)
+            order[at:at + t] = r
+            s = slot[r]
+            hit = s >= 0
+            if hit.any():
+                kept[s[hit]] = e[hit]
+            state["fill"] = m + t
+            lo += t
+            if state["fill"] == step:
+                flush()
+    flush()
+    if state["start"] != n_d:
+        raise RuntimeError(f"the corpus chunks hold {state['start']} of {n_d} documents")
+    ids = np.where(best_ids >= 0, order[np.maximum(best_ids, 0)], -1)
+    key_ids = np.where(ids >= 0, ids, np.iinfo(np.int64).max)
+    srt = np.lexsort((key_ids, -best_scores), axis=1)
+    return (np.take_along_axis(ids, srt, 1), np.take_along_axis(best_scores, srt, 1), kept)
+
+
+# ------------------------------------------------------------------------------ filters
+def _margin_filters(ids, scores, ref, *, absolute_margin, relative_margin, max_score, min_score,
+                    n_cells):
+    """sentence-transformers' positive-relative filters, in its order and float32 arithmetic.
+
+    Returns ``(removed, counters)``: ``removed`` (bool, like ``ids``) marks what
+    ``absolute_margin`` and ``relative_margin`` remove, computed as sentence-transformers does
+    (``s + absolute_margin > pos`` and ``s > pos - |pos| * relative_margin`` in float32, which
+    :func:`simans_fast.filter_candidates` evaluates in float64: the two differ for a score
+    within one float32 rounding of such a threshold); ``counters`` is ``{name: (skipped,
+    ratio)}`` for every filter that removes something (``max_score`` / ``min_score`` counted
+    here for the statistics table, applied by :func:`simans_fast.filter_candidates`), with
+    sentence-transformers' denominators (all cells of its score matrix, less what the margins
+    removed)."""
     valid = ids >= 0
+    removed = np.zeros(ids.shape, dtype=bool)
     counters = {}
     remaining = n_cells
     f32 = np.float32
     ref = ref.astype(np.float32)[:, None]
 
-    def drop(name, removed, decrement):
+    def drop(name, hit, margin):
         nonlocal remaining
-        removed &= valid
-        k = int(removed.sum())
+        hit &= valid
+        k = int(hit.sum())
         if k:
             counters[name] = (k, k / remaining if remaining else float("nan"))
-            if decrement:
+            if margin:
                 remaining -= k
-        valid[removed] = False
+                removed[hit] = True
+        valid[hit] = False
 
     with np.errstate(invalid="ignore", over="ignore"):
         if absolute_margin is not None:
@@ -283,26 +432,64 @@ def _apply_filters(ids, scores, ref, *, absolute_margin, relative_margin, max_sc
             drop("max_score", scores > f32(max_score), False)
         if min_score is not None:
             drop("min_score", scores < f32(min_score), False)
-    ids[~valid] = -1
-    scores[~valid] = -np.inf
+    return removed, counters
+
+
+def _f32(x):
+    """``x`` rounded to float32 (None stays None): for float32 scores, the float64 comparison
+    with the rounded value is sentence-transformers' float32 comparison, exactly."""
+    return None if x is None else float(np.float32(x))
+
+
+def _apply_filters(ids, scores, ref, *, absolute_margin, relative_margin, max_score, min_score,
+                   n_cells):
+    """sentence-transformers' filters, in its order and float32 arithmetic, in place.
+
+    The margins' removals (:func:`_margin_filters`) go to
+    :func:`simans_fast.filter_candidates` as ``positive_mask``, with ``max_score`` /
+    ``min_score`` (float32-rounded) and sentence-transformers' equality rule (a score at a
+    threshold is kept). Removed candidates get id -1 / score -inf. Returns the counters of
+    :func:`_margin_filters`."""
+    from .strategies import filter_candidates
+
+    removed, counters = _margin_filters(ids, scores, ref, absolute_margin=absolute_margin,
+                                        relative_margin=relative_margin, max_score=max_score,
+                                        min_score=min_score, n_cells=n_cells)
+    if ids.size:
+        kept = filter_candidates(ids, _finite_or_pad(scores), max_score=_f32(max_score),
+                                 min_score=_f32(min_score),
+                                 threshold_rule="sentence-transformers", positive_mask=removed)
+        ids[~kept.mask] = -1
+        scores[~kept.mask] = -np.inf
     return counters
 
 
+def _finite_or_pad(scores):
+    """float32 scores with NaN as -inf (padding for :func:`simans_fast.filter_candidates`)."""
+    sc = np.asarray(scores, dtype=np.float32)
+    nan = np.isnan(sc)
+    return np.where(nan, np.float32(-np.inf), sc) if nan.any() else sc
+
+
 def _window(ids, scores, range_min, range_max):
-    """Ranks ``range_min .. range_max - 1`` among each row's surviving candidates."""
-    n_q, width = ids.shape
+    """Ranks ``range_min .. range_max - 1`` among each row's surviving candidates, best first,
+    ``(n_q, range_max - range_min)``, ``-1`` / ``-inf`` padded:
+    :func:`simans_fast.filter_candidates` with ``window=(range_min, range_max)`` and
+    sentence-transformers' rank rule (only survivors take a rank) on rows sorted best first
+    (a survivor's rank is then its place among the row's survivors)."""
+    from .strategies import filter_candidates
+
+    n_q = ids.shape[0]
     w = range_max - range_min
     out_ids = np.full((n_q, w), -1, np.int64)
     out_scores = np.full((n_q, w), -np.inf, np.float32)
-    if width == 0 or n_q == 0:
+    if ids.shape[1] == 0 or n_q == 0:
         return out_ids, out_scores
-    order = np.argsort(ids < 0, axis=1, kind="stable")     # survivors first, in rank order
-    take = order[:, range_min:range_max]
-    got = take.shape[1]
-    if got:
-        out_ids[:, :got] = np.take_along_axis(ids, take, 1)
-        out_scores[:, :got] = np.take_along_axis(scores, take, 1)
-    out_scores[out_ids < 0] = -np.inf
+    kept = filter_candidates(ids, _finite_or_pad(scores), window=(range_min, range_max),
+                             rank_rule="sentence-transformers", compact=True)
+    got = min(kept.ids.shape[1], w)
+    out_ids[:, :got] = kept.ids[:, :got]
+    out_scores[:, :got] = np.where(kept.ids[:, :got] >= 0, kept.scores[:, :got], -np.inf)
     return out_ids, out_scores
 
 
@@ -593,7 +780,7 @@ def mine_hard_negatives(
     if corpus is not None:
         if isinstance(corpus, str) or not hasattr(corpus, "__iter__"):
             raise TypeError(f"corpus must be a list of str, got {type(corpus).__name__}")
-        corpus = _check_texts(list(corpus), "corpus")
+        corpus = _check_texts(corpus if isinstance(corpus, list) else list(corpus), "corpus")
 
     rows_per_anchor: dict = {}
     for t in all_anchors:
@@ -618,8 +805,19 @@ def mine_hard_negatives(
                          f"range_min={range_min} of range_max={range_max}. Decrease "
                          f"num_negatives or range_min, or increase range_max.")
 
-    docs = list(dict.fromkeys((corpus if corpus is not None else []) + all_positives))
-    doc_index = {t: i for i, t in enumerate(docs)}
+    # documents: corpus then positives, de-duplicated by text, first occurrence first; only
+    # the positives need a text -> id lookup (no dict over the whole corpus is kept)
+    unique = dict.fromkeys(itertools.chain(corpus if corpus is not None else (), all_positives))
+    docs = corpus if corpus is not None and len(unique) == len(corpus) else list(unique)
+    del unique
+    doc_index = dict.fromkeys(all_positives)
+    found = 0
+    for i, t in enumerate(docs):
+        if t in doc_index and doc_index[t] is None:
+            doc_index[t] = i
+            found += 1
+            if found == len(doc_index):
+                break
     queries = list(dict.fromkeys(all_anchors))
     query_index = {t: i for i, t in enumerate(queries)}
     n_q, n_d = len(queries), len(docs)
@@ -629,6 +827,7 @@ def mine_hard_negatives(
         d = doc_index[pt]
         if d not in lst:
             lst.append(d)
+    del doc_index, query_index
     n_pos = np.fromiter((len(p) for p in pos_lists), np.int64, n_q)
     pos_indptr = np.concatenate([[0], np.cumsum(n_pos)]).astype(np.int64)
     pos_ids = np.fromiter((d for p in pos_lists for d in p), np.int64, int(pos_indptr[-1]))
@@ -640,41 +839,56 @@ def mine_hard_negatives(
             print(f"Found an average of {np.mean(list(rows_per_anchor.values())):.3f} positives "
                   f"per query.")
 
-    # ---------------------------------------------------------------- embeddings
+    # ---------------------------------------------------------------- embeddings, pool
     model = _resolve_model(model)
     _similarity_name(model)
-    corpus_emb = _embed(model, docs, role="document", prompt_name=corpus_prompt_name,
-                        prompt=corpus_prompt, batch_size=batch_size, devices=devices,
-                        cache_folder=cache_folder, progress=verbose)
+    k_total = range_max + max_positives
+    k_search = min(k_total, n_d)
+    pos_mat = _positive_matrix(pos_indptr, pos_ids, n_q)
     query_emb = _embed(model, queries, role="query", prompt_name=query_prompt_name,
                        prompt=query_prompt, batch_size=batch_size, devices=devices,
                        cache_folder=cache_folder, progress=verbose)
-    if corpus_emb.shape[0] != n_d or query_emb.shape[0] != n_q or (
-            corpus_emb.shape[1] != query_emb.shape[1]):
-        raise ValueError(f"the model returned embeddings of shapes {query_emb.shape} (queries) "
-                         f"and {corpus_emb.shape} (documents) for {n_q} queries and {n_d} "
-                         f"documents")
+    if query_emb.shape[0] != n_q:
+        raise ValueError(f"the model returned embeddings of shape {query_emb.shape} for {n_q} "
+                         f"queries")
+    from .candidates import rescore
 
-    # ---------------------------------------------------------------- pool
-    from .candidates import rescore, topk
+    if use_faiss:
+        corpus_emb = _embed(model, docs, role="document", prompt_name=corpus_prompt_name,
+                            prompt=corpus_prompt, batch_size=batch_size, devices=devices,
+                            cache_folder=cache_folder, progress=verbose)
+        if corpus_emb.shape != (n_d, query_emb.shape[1]):
+            raise ValueError(f"the model returned embeddings of shapes {query_emb.shape} "
+                             f"(queries) and {corpus_emb.shape} (documents) for {n_q} queries "
+                             f"and {n_d} documents")
+        from .candidates import topk
 
-    k_total = range_max + max_positives
-    k_search = min(k_total, n_d)
-    exclude = None if include_positives else [np.asarray(p, np.int64) for p in pos_lists]
-    backend = "faiss" if use_faiss else "numba"
-    cands = topk(query_emb, corpus_emb, k_search, exclude=exclude, backend=backend,
-                 query_block=faiss_batch_size if use_faiss else None, progress=verbose)
-    pool_ids = np.array(cands.ids, dtype=np.int64)
-    pool_scores = np.array(cands.scores, dtype=np.float32)
-    pos_mat = _positive_matrix(pos_indptr, pos_ids, n_q)
-    pos_mat_scores = rescore(query_emb, corpus_emb, pos_mat)          # -inf where padded
+        exclude = None if include_positives else [np.asarray(p, np.int64) for p in pos_lists]
+        cands = topk(query_emb, corpus_emb, k_search, exclude=exclude, backend="faiss",
+                     query_block=faiss_batch_size, progress=verbose)
+        pool_ids = np.array(cands.ids, dtype=np.int64)
+        pool_scores = np.array(cands.scores, dtype=np.float32)
+        pos_mat_scores = rescore(query_emb, corpus_emb, pos_mat)      # -inf where padded
+        del corpus_emb
+    else:
+        # the corpus streamed through the exact search in the order it is encoded: only one
+        # block of its embeddings (and the positives') is ever held
+        chunks = _corpus_chunks(model, docs, corpus_prompt_name, corpus_prompt, batch_size,
+                                devices, cache_folder, verbose)
+        keep = np.unique(pos_ids)
+        excl_q, excl_d = (None, None) if include_positives else (q_of_pair, pos_ids)
+        pool_ids, pool_scores, kept = _stream_pool(chunks, n_d, query_emb.shape[1], query_emb,
+                                                   k_search, excl_q, excl_d, keep)
+        slot_mat = np.where(pos_mat >= 0, np.searchsorted(keep, np.maximum(pos_mat, 0)), -1)
+        pos_mat_scores = rescore(query_emb, kept, slot_mat)          # -inf where padded
+        del kept
     pos_scores = pos_mat_scores[q_of_pair, np.arange(q_of_pair.shape[0]) - pos_indptr[q_of_pair]]
     if not include_positives:
-        keep = k_total - _positives_in_pool(pool_scores, pos_mat_scores, k_total)
-        cut = np.arange(k_search)[None, :] >= keep[:, None]
+        keep_n = k_total - _positives_in_pool(pool_scores, pos_mat_scores, k_total)
+        cut = np.arange(k_search)[None, :] >= keep_n[:, None]
         pool_ids[cut] = -1
         pool_scores[cut] = -np.inf
-    del query_emb, corpus_emb
+    del query_emb
 
     if cross_encoder is not None and (absolute_margin is not None or relative_margin is not None
                                       or max_score is not None or min_score is not None):

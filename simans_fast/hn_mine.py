@@ -68,8 +68,7 @@ STRATEGIES = ("random", "top", "simans")
 #: score multiplier applied before the SimANS kernel (MultipleNegativesRankingLoss's scale)
 DEFAULT_SCORE_SCALE = 20.0
 _MASK64 = (1 << 64) - 1
-_ROW_CHUNK = 16384
-_PAD_STREAM = 0x686E5F706164  # "hn_pad": the padding draws' stream, apart from the samplers'
+from ._config import HN_PAD_DOMAIN as _PAD_STREAM  # noqa: E402  "hn_pad": padding draws' stream
 
 
 @dataclass(frozen=True)
@@ -107,22 +106,15 @@ class HnMineResult:
 
 # ----------------------------------------------------------------------------- validation
 def _check_int(x, name, *, low=None):
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {x!r}")
-    x = int(x)
-    if low is not None and x < low:
-        raise ValueError(f"{name} must be >= {low}, got {x}")
-    return x
+    from ._validate import check_int
+
+    return check_int(x, name, min=low)
 
 
 def _check_real(x, name, *, positive=False):
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
-        raise ValueError(f"{name} must be a number, got {x!r}")
-    x = float(x)
-    if not math.isfinite(x) or (positive and x <= 0):
-        raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, "
-                         f"got {x!r}")
-    return x
+    from ._validate import check_real
+
+    return check_real(x, name, min=0 if positive else None, min_exclusive=positive)
 
 
 def parse_range(range_for_sampling, name: str = "range_for_sampling") -> tuple:
@@ -199,26 +191,38 @@ def _row_of(indptr):
     return np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
 
 
+def _forbidden_matrix(forbidden, n_q):
+    """CSR ``(indptr, ids)`` -> ``(n_q, m)`` int64, ``-1`` padded (``positive_ids``)."""
+    indptr, fid = (np.asarray(x, dtype=np.int64) for x in forbidden)
+    counts = np.diff(indptr)
+    m = int(counts.max()) if counts.size else 0
+    mat = np.full((n_q, m), -1, np.int64)
+    if fid.size:
+        cols = np.arange(fid.size, dtype=np.int64) - np.repeat(indptr[:-1], counts)
+        mat[_row_of(indptr), cols] = fid
+    return mat
+
+
 def window_candidates(topk_ids, topk_scores, lo: int, hi: int, forbidden):
     """Columns ``lo:hi`` of the raw top-``hi`` lists, forbidden rows set to ``-1``.
 
     Returns ``(ids, scores)`` of shape ``(n_q, hi - lo)`` (fewer columns when the lists are
-    shorter); the scores are kept (a ``-1`` id marks the entry invalid).
+    shorter); the scores are kept (a ``-1`` id marks the entry invalid). This is
+    :func:`simans_fast.filter_candidates` with ``window=(lo, hi)``,
+    ``rank_rule="flagembedding"`` (raw ranks: forbidden documents take their rank, then are
+    dropped) and the forbidden rows as ``positive_ids``, on lists sorted best first (as
+    :func:`simans_fast.topk` returns them: a rank is then the column).
     """
-    ids = np.array(np.asarray(topk_ids)[:, lo:hi], dtype=np.int64, copy=True)
+    from .strategies import filter_candidates
+
+    top = np.asarray(topk_ids)
     scores = np.asarray(topk_scores)[:, lo:hi]
-    indptr, fid = forbidden
-    if ids.size and fid.size:
-        width = np.int64(max(int(ids.max()), int(fid.max())) + 1)
-        f_rows = _row_of(indptr)
-        for r0 in range(0, ids.shape[0], _ROW_CHUNK):  # bounded temporaries
-            r1 = min(ids.shape[0], r0 + _ROW_CHUNK)
-            blk = ids[r0:r1]
-            rows = np.arange(r0, r1, dtype=np.int64)[:, None]
-            keys = np.where(blk >= 0, rows * width + blk, -1)
-            f0, f1 = indptr[r0], indptr[r1]
-            bad = np.isin(keys, f_rows[f0:f1] * width + fid[f0:f1]) & (blk >= 0)
-            blk[bad] = -1
+    ids = np.array(top[:, lo:hi], dtype=np.int64, copy=True)
+    if ids.size:
+        kept = filter_candidates(top[:, :hi], np.asarray(topk_scores)[:, :hi],
+                                 window=(lo, hi), rank_rule="flagembedding",
+                                 positive_ids=_forbidden_matrix(forbidden, top.shape[0]))
+        ids[~kept.mask[:, lo:hi]] = -1
     return ids, scores
 
 
@@ -524,13 +528,13 @@ def hn_mine(input_file, output_file, model, *, candidate_pool=None,
                                  f"False); drop use_gpu_for_searching (--use_gpu_for_searching)")
 
     # ---- inputs
-    records = fe.read_records(input_file, param="input_file")
+    records = fe.read_records(input_file, parameter="input_file")
     if not records:
         raise ValueError(f"input_file {input_file}: holds no record")
     pool = None
     if candidate_pool is not None:
         if isinstance(candidate_pool, (str, os.PathLike)):
-            pool = fe.read_candidate_pool(candidate_pool, param="candidate_pool")
+            pool = fe.read_candidate_pool(candidate_pool, parameter="candidate_pool")
         else:
             pool = list(candidate_pool)
             for i, t in enumerate(pool):
@@ -591,7 +595,7 @@ def hn_mine(input_file, output_file, model, *, candidate_pool=None,
     # ---- search (raw ranks, nothing excluded) and the window
     searched = d_emb[:n_corpus]
     if use_gpu_for_searching:
-        from .torch.topk import topk_torch
+        from .candidates_torch import topk_torch
 
         cands = topk_torch(q_emb, searched, hi, metric="ip", query_block=search_batch_size,
                            device=search_device, progress=progress)

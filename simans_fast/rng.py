@@ -8,18 +8,32 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import ParameterTypeError, check_epoch, check_seed, is_int
 from .kernels import rng as _k
 
-__all__ = ["to_u64", "splitmix64", "uniforms"]
+__all__ = ["to_u64", "seed_u64", "epoch_u64", "splitmix64", "uniforms"]
 
 _MASK = (1 << 64) - 1
 
 
 def to_u64(x, name: str = "seed") -> np.uint64:
-    """Map a Python/NumPy integer to uint64 (negative values modulo 2**64)."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {type(x).__name__}")
+    """Map a Python/NumPy integer to the uint64 word the kernels use (negative values modulo
+    2**64). A low-level helper for reproducing stream words (and the domain XOR); the public
+    sampling functions check their ``seed`` and ``epoch`` first with :func:`seed_u64` /
+    :func:`epoch_u64` (0..2**64-1, negative refused)."""
+    if not is_int(x):
+        raise ParameterTypeError(name, f"{name} must be an integer, got {type(x).__name__}")
     return np.uint64(int(x) & _MASK)
+
+
+def seed_u64(seed, name: str = "seed") -> np.uint64:
+    """A public ``seed`` (checked: an integer in 0..2**64-1) as the kernels' uint64 word."""
+    return np.uint64(check_seed(seed, name))
+
+
+def epoch_u64(epoch, name: str = "epoch") -> np.uint64:
+    """A public ``epoch`` (checked: a non-negative integer below 2**64) as a uint64 word."""
+    return np.uint64(check_epoch(epoch, name))
 
 
 def splitmix64(seed: int, n: int) -> np.ndarray:

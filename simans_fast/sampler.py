@@ -7,29 +7,32 @@ import json
 import math
 import numbers
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
+from . import _config
 from . import core as _core
 from .kernels import sampling as _k
-from .rng import to_u64
+from .rng import epoch_u64, seed_u64, to_u64  # noqa: F401
 
 __all__ = ["SimANSSampler", "SamplerFileError"]
 
 FORMAT_NAME = "simans_fast.sampler"
 FORMAT_VERSION = 2  # 2: meta.json records every array's dtype, shape and sha256
 _READABLE_VERSIONS = (1, 2)  # 1: no digests; its tables are rebuilt and compared on load
-_POS_DOMAIN = _k.POS_DOMAIN  # "POSITIVE": separates the positive-choice stream
-_POSITIVE_CHOICES = _core._POSITIVE_CHOICES
+_POS_DOMAIN = _k.POS_DOMAIN  # "POSITIVE" (simans_fast._config.RNG_DOMAINS): positive choice
+_POSITIVE_CHOICES = _config.POSITIVE_CHOICES
 _ARRAYS = ("candidate_ids", "candidate_scores", "positive_scores", "row_keys", "logw",
            "alias_packed", "n_valid", "peak")
 
 
-class SamplerFileError(ValueError):
+from ._validate import InputError as _InputError  # noqa: E402
+
+
+class SamplerFileError(_InputError):
     """A saved sampler directory that cannot be loaded (missing, truncated, edited or foreign
-    file); the message names the file."""
+    file); the message names the file. An :class:`simans_fast._validate.InputError` (a
+    ``ValueError``) with ``.parameter == "path"`` and ``.path`` the file."""
 
 
 def _keyword_only(method: str, args) -> TypeError:
@@ -96,7 +99,7 @@ class SimANSSampler:
         self.b = _core.check_param(b, "b")
         kcode = _core.check_kernel(kernel)
         self.kernel = kernel
-        self._seed_u = to_u64(seed, "seed")
+        self._seed_u = seed_u64(seed)
         self.seed = int(seed)
         self.fallback = _core.check_fallback(fallback)
         self.positive_choice = _core.check_positive_choice(positive_choice)
@@ -146,13 +149,11 @@ class SimANSSampler:
                                  f"positives need ({pair_query.size}, {k})")
             self.tables = _tables
         else:
-            same = pair_query.size == n_q  # one table row per query (pair_query = 0..n_q-1)
-            sc, pid = (scores, ids) if same else (scores[pair_query], ids[pair_query])
-            logw, _ = _core._log_weights(sc, pair_pos, self.a, self.b, kcode, pid,
-                                         self.parallel, scores_name="candidate_scores",
-                                         ids_name="candidate_ids",
-                                         row_map=None if same else pair_query)
-            self.tables = _core.build_alias(logw, parallel=self.parallel)
+            # log-weights and alias tables in one pass; table row r uses query pair_query[r]
+            self.tables = _core.weights_and_tables(
+                scores, pair_query, np.ascontiguousarray(pair_pos, np.float64), self.a, self.b,
+                kcode, ids, self.parallel, scores_name="candidate_scores",
+                ids_name="candidate_ids")
         self._fb_rows = (np.flatnonzero(self._pair_fallback) if self.fallback == "lowest"
                          else np.empty(0, np.int64))
         self._fb_cols = np.empty((self._fb_rows.size, self.n), np.int64)
@@ -194,7 +195,7 @@ class SimANSSampler:
         if args:
             raise _keyword_only("positive_index", args)
         rows = _core.check_rows(rows, self.n_queries)
-        pairs = self._pairs(rows, to_u64(epoch, "epoch"))
+        pairs = self._pairs(rows, epoch_u64(epoch))
         col = self._pair_col[pairs].copy()
         col[self._pair_fallback[pairs]] = -1
         return col
@@ -207,19 +208,45 @@ class SimANSSampler:
         if args:
             raise _keyword_only("sample_columns", args)
         rows = _core.check_rows(rows, self.n_queries)
-        epoch_u = to_u64(epoch, "epoch")
+        return self._draw(rows, epoch, replace, max_reject, parallel, False)
+
+    _NO_PIDX = np.empty(0, np.int64)
+
+    def _draw(self, rows, epoch, replace, max_reject, parallel, want_ids,
+              pidx=None) -> np.ndarray:
+        """One kernel pass for checked ``rows``: choice of the positive's table row, fallback
+        columns, draws and (``want_ids``) document ids; the same numbers as
+        :meth:`_pairs` + :func:`simans_fast.core.sample_table_rows` + the fallback columns.
+        ``pidx`` (int64, ``len(rows)``), when given, receives :meth:`positive_index` from the
+        same pass."""
+        epoch_u = epoch_u64(epoch)
         mr = (_core.default_max_reject(self.n) if max_reject is None
               else _core.check_n(max_reject, "max_reject"))
-        pairs = self._pairs(rows, epoch_u)
         par = self.parallel if parallel is None else bool(parallel)
-        cols = _core.sample_table_rows(self.tables, self.n, pairs, self._keys[rows],
-                                       bool(replace), self._seed_u, epoch_u, mr, par)
-        if self._fb_rows.size:
-            fi = self._fb_index[pairs]
-            hit = fi >= 0
-            if hit.any():
-                cols[hit] = self._fb_cols[fi[hit]]
-        return cols
+        out = np.empty((rows.shape[0], self.n), np.int64)
+        if rows.shape[0] == 0:
+            return out
+        if self.k == 0:
+            out[:] = -1
+            if pidx is not None:
+                pidx[:] = self.positive_index(rows=rows, epoch=epoch)
+            return out
+        t = self.tables
+        fn = _k.sample_batch_par if par else _k.sample_batch_ser
+        fn(t.packed, t.n_valid, t.peak, t.logw, self._indptr, self._keys,
+           np.ascontiguousarray(rows, np.int64), self._seed_u, epoch_u, self.n, bool(replace), mr,
+           bool(self._fb_rows.size), self._fb_index, self._fb_cols, self.candidate_ids,
+           bool(want_ids), out, self._pair_col, self._pair_fallback,
+           self._NO_PIDX if pidx is None else pidx, _config.CHUNK)
+        return out
+
+    def _sample_batch(self, rows, epoch: int = 0, parallel: bool | None = None):
+        """``(sample(rows=rows, epoch=epoch, parallel=parallel), positive_index(rows=rows,
+        epoch=epoch))`` from one kernel pass, for ``rows`` already checked (int64 in
+        ``0..n_queries-1``): what a DataLoader batch needs."""
+        pidx = np.empty(rows.shape[0], np.int64)
+        neg = self._draw(rows, epoch, False, None, parallel, True, pidx)
+        return neg, pidx
 
     def sample(self, *args, rows=None, epoch: int = 0, replace: bool = False,
                max_reject: int | None = None, parallel: bool | None = None) -> np.ndarray:
@@ -247,13 +274,7 @@ class SimANSSampler:
         if args:
             raise _keyword_only("sample", args)
         rows = _core.check_rows(rows, self.n_queries)
-        cols = self.sample_columns(rows=rows, epoch=epoch, replace=replace,
-                                   max_reject=max_reject, parallel=parallel)
-        if self.k == 0:
-            return cols  # all -1
-        ids = self.candidate_ids[rows[:, None], np.maximum(cols, 0)]
-        ids[cols < 0] = -1
-        return ids
+        return self._draw(rows, epoch, replace, max_reject, parallel, True)
 
     # ------------------------------------------------------------------------------------
     def _arrays(self) -> dict:
@@ -276,48 +297,29 @@ class SimANSSampler:
         so an interrupted save never leaves a half-written sampler. An existing ``path`` is
         replaced only if it is a saved sampler or an empty directory.
         """
+        from .store.atomic import atomic_dir, write_synced
+
         path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(path)) or "."
         if os.path.lexists(path):
             if not os.path.isdir(path) or (os.listdir(path) and not os.path.isfile(
                     os.path.join(path, "meta.json"))):
                 raise ValueError(f"path {path!r} exists and is not a saved SimANSSampler; "
                                  f"refusing to replace it")
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent)
-        try:
-            entries = {}
-            for name, arr in self._arrays().items():
-                arr = np.ascontiguousarray(arr)
-                entries[name] = {"dtype": arr.dtype.str, "shape": list(arr.shape),
-                                 "sha256": _write_npy(os.path.join(tmp, name + ".npy"), arr)}
-            meta = {
-                "format": FORMAT_NAME,
-                "version": FORMAT_VERSION,
+        with atomic_dir(path, replace=True) as tmp:  # the store's one atomic writer
+            entries = {name: _SAMPLER_DIR.write_array(tmp, name, arr)
+                       for name, arr in self._arrays().items()}
+            meta = dict(_SAMPLER_DIR.header_fields())
+            meta.update({
                 "n": self.n, "a": self.a, "b": self.b, "kernel": self.kernel, "seed": self.seed,
                 "fallback": self.fallback, "positive_choice": self.positive_choice,
                 "n_queries": self.n_queries, "k": self.k,
                 "n_positive_columns": int(self.positive_scores.shape[1]),
                 "n_pairs": int(self.tables.shape[0]),
                 "arrays": entries,
-            }
+            })
             meta["meta_sha256"] = _meta_digest(meta)
-            with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-                json.dump(meta, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            _fsync_dir(tmp)
-            if os.path.lexists(path):
-                old = path + ".old-" + os.path.basename(tmp)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-            _fsync_dir(parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_synced(os.path.join(tmp, "meta.json"),
+                         json.dumps(meta, indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, path, *, mmap: bool = True, parallel: bool = True) -> "SimANSSampler":
@@ -407,43 +409,13 @@ class SimANSSampler:
 # ------------------------------------------------------------------------------------------
 # file helpers
 # ------------------------------------------------------------------------------------------
-class _HashingWriter:
-    """File wrapper that hashes what is written (``np.save`` writes through ``.write``)."""
+# The sampler directory follows the store's one policy for a directory of .npy arrays
+# (simans_fast.store.arrays): format name, version, readable versions, each array's dtype,
+# shape and sha256 (hashed while written), the same loader; errors are SamplerFileError.
+from .store.arrays import ArrayDirFormat as _ArrayDirFormat  # noqa: E402
 
-    def __init__(self, f):
-        self._f = f
-        self.h = hashlib.sha256()
-
-    def write(self, data):
-        self.h.update(data)
-        return self._f.write(data)
-
-
-def _write_npy(fpath, arr) -> str:
-    with open(fpath, "wb") as f:
-        w = _HashingWriter(f)
-        np.lib.format.write_array(w, arr, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    return w.h.hexdigest()
-
-
-def _fsync_dir(d):
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _file_sha256(fpath) -> str:
-    with open(fpath, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+_SAMPLER_DIR = _ArrayDirFormat(FORMAT_NAME, FORMAT_VERSION, _READABLE_VERSIONS, "meta.json",
+                               error=SamplerFileError)
 
 
 def _meta_digest(meta) -> str:
@@ -458,38 +430,20 @@ def _is_int(x) -> bool:
 
 
 def _read_meta(meta_path) -> dict:
-    try:
-        with open(meta_path, "rb") as f:
-            raw = f.read()
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SamplerFileError(f"{meta_path}: not valid JSON (truncated or edited?): {e}") from None
-    except OSError as e:
-        raise SamplerFileError(f"{meta_path}: cannot be read: {e}") from None
-    if not isinstance(meta, dict):
-        raise SamplerFileError(f"{meta_path}: expected a JSON object, got "
-                               f"{type(meta).__name__}")
-    if meta.get("format") != FORMAT_NAME:
-        raise SamplerFileError(f"{meta_path}: format {meta.get('format')!r} is not "
-                               f"{FORMAT_NAME!r}")
-    version = meta.get("version")
-    if not _is_int(version) or version not in _READABLE_VERSIONS:
-        raise SamplerFileError(f"{meta_path}: version {version!r} not supported (this build "
-                               f"reads versions {list(_READABLE_VERSIONS)}; save it again with "
-                               f"the version that wrote it, or rebuild the sampler)")
-
+    meta = _SAMPLER_DIR.read_header(meta_path)  # JSON object, format, readable version
+    version = meta["version"]
     if version >= 2:
         recorded = meta.get("meta_sha256")
         if not isinstance(recorded, str) or recorded != _meta_digest(meta):
             raise SamplerFileError(f"{meta_path}: its parameters do not match the meta_sha256 "
-                                   f"recorded in it (file edited or corrupt)")
+                                   f"recorded in it (file edited or corrupt)", path=meta_path)
 
     def field(name, ok, what):
         if name not in meta:
-            raise SamplerFileError(f"{meta_path}: field {name!r} is missing")
+            raise SamplerFileError(f"{meta_path}: field {name!r} is missing", path=meta_path)
         if not ok(meta[name]):
             raise SamplerFileError(f"{meta_path}: field {name!r} must be {what}, got "
-                                   f"{meta[name]!r}")
+                                   f"{meta[name]!r}", path=meta_path)
 
     real = (lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
             and math.isfinite(x))
@@ -513,59 +467,28 @@ def _read_meta(meta_path) -> dict:
 
 
 def _check_array(fpath, arr, shape, dtypes):
-    if arr.dtype.str not in dtypes:
-        raise SamplerFileError(f"{fpath}: dtype {arr.dtype.str} where {' or '.join(dtypes)} is "
-                               f"expected")
-    if shape is not None and None not in shape and arr.shape != tuple(shape):
-        raise SamplerFileError(f"{fpath}: shape {arr.shape} disagrees with meta.json, which "
-                               f"implies {tuple(shape)}")
+    _SAMPLER_DIR.check_array(fpath, arr, shape, dtypes)
     if not arr.flags.c_contiguous:
-        raise SamplerFileError(f"{fpath}: array is not stored in C order")
+        raise SamplerFileError(f"{fpath}: array is not stored in C order", path=fpath)
 
 
 def _verify_digests(files, entries, expect):
     """Every file exists, its meta.json entry agrees with the parameters, and its sha256 is the
-    recorded one (files hashed concurrently: hashlib releases the GIL)."""
+    recorded one (the store hashes the files concurrently)."""
     for name, fpath in files.items():
         if not os.path.isfile(fpath):
-            raise SamplerFileError(f"{fpath}: file is missing")
+            raise SamplerFileError(f"{fpath}: file is missing", path=fpath)
         shape, dtypes = expect[name]
         entry = entries[name]
         if list(shape) != entry.get("shape") or entry.get("dtype") not in dtypes:
             raise SamplerFileError(f"{fpath}: meta.json records dtype {entry.get('dtype')!r} "
                                    f"and shape {entry.get('shape')!r}, which disagree with its "
-                                   f"parameters (shape {list(shape)})")
-
-    def digest(fpath):
-        try:
-            return _file_sha256(fpath)
-        except OSError as e:
-            return e
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    names = list(files)
-    with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as ex:
-        got = list(ex.map(digest, [files[n] for n in names]))
-    for name, d in zip(names, got):
-        fpath = files[name]
-        if isinstance(d, OSError):
-            raise SamplerFileError(f"{fpath}: cannot be read: {d}")
-        want = entries[name]["sha256"]
-        if d != want:
-            raise SamplerFileError(f"{fpath}: sha256 {d[:16]}... differs from the {want[:16]}... "
-                                   f"recorded in meta.json (file truncated, edited or replaced)")
+                                   f"parameters (shape {list(shape)})", path=fpath)
+    _SAMPLER_DIR.verify(files, entries)
 
 
 def _load_array(fpath, shape, dtypes, mmap):
-    if not os.path.isfile(fpath):
-        raise SamplerFileError(f"{fpath}: file is missing")
-    try:
-        arr = np.load(fpath, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise SamplerFileError(f"{fpath}: not a readable .npy array without pickle "
-                               f"({type(e).__name__}: {e})") from None
-    if not isinstance(arr, np.ndarray):  # np.load of an .npz returns an NpzFile
-        raise SamplerFileError(f"{fpath}: not a .npy array")
-    _check_array(fpath, arr, shape, dtypes)
+    arr = _SAMPLER_DIR.load_array(fpath, mmap=mmap, shape=shape, dtypes=dtypes)
+    if not arr.flags.c_contiguous:
+        raise SamplerFileError(f"{fpath}: array is not stored in C order", path=fpath)
     return arr

@@ -77,24 +77,24 @@ Rules (shared by both functions)
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import _config
 from . import core as _core
+from ._validate import ParameterError, check_choice, check_epoch, check_int, check_seed
 from .kernels import strategies as _k
-from .rng import to_u64 as _to_u64
 
 __all__ = ["RANK_RULES", "STRATEGIES", "THRESHOLD_RULES", "FilteredCandidates",
            "filter_candidates", "select_negatives"]
 
-STRATEGIES = ("simans", "top", "uniform")
-RANK_RULES = ("candidates", "flagembedding", "sentence-transformers")
-THRESHOLD_RULES = ("strict", "sentence-transformers")
+STRATEGIES = _config.STRATEGIES
+RANK_RULES = _config.RANK_RULES
+THRESHOLD_RULES = _config.THRESHOLD_RULES
 _RANK_CODES = {"candidates": _k.RANK_CANDIDATES, "flagembedding": _k.RANK_RETRIEVED,
                "sentence-transformers": _k.RANK_SURVIVORS}
-_CHUNK = 1024
+_CHUNK = _config.CHUNK
 _NO_LIMIT = np.iinfo(np.int64).max
 
 
@@ -118,20 +118,23 @@ def _check_values(x: np.ndarray, name: str, kind: str, ids: np.ndarray | None = 
         low = int(x.min())
         if low < -1:
             where = tuple(int(i) for i in np.argwhere(x < -1)[0])
-            raise ValueError(f"{name} must hold document ids >= 0, or -1 for padding; found "
-                             f"{low} (first value below -1 at index {where})")
+            raise ParameterError(name,
+                                 f"{name} must hold document ids >= 0, or -1 for padding; found "
+                                 f"{low} (first value below -1 at index {where})")
     elif kind == "scores":
         if np.fmax.reduce(x, axis=None) == np.inf:  # fmax skips NaN; no temporary array
             bad = np.isposinf(x) if ids is None else np.isposinf(x) & (ids >= 0)
             if bad.any():
                 where = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise ValueError(f"{name} is +inf at index {where}: a candidate's score must be "
-                                 f"finite (NaN or -inf marks padding, as does id -1)")
+                raise ParameterError(name,
+                                     f"{name} is +inf at index {where}: a candidate's score must be "
+                                     f"finite (NaN or -inf marks padding, as does id -1)")
     elif kind == "positive_scores":
         if np.fmax.reduce(np.abs(x), axis=None) == np.inf:
             where = tuple(int(i) for i in np.argwhere(np.isinf(x))[0])
-            raise ValueError(f"{name} is {x[where]} at index {where}: a positive's score must "
-                             f"be finite, or NaN when unknown")
+            raise ParameterError(name,
+                                 f"{name} is {x[where]} at index {where}: a positive's score must "
+                                 f"be finite, or NaN when unknown")
     else:  # pragma: no cover - programming error
         raise AssertionError(kind)
 
@@ -142,31 +145,28 @@ def _check_optional_float(x, name):
     return _core.check_param(x, name)
 
 
-def _check_choice(x, name, choices):
-    if not isinstance(x, str) or x not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {x!r}")
-    return x
+_check_choice = check_choice
 
 
 def _check_rank_limits(skip, window):
-    if isinstance(skip, (bool, np.bool_)) or not isinstance(skip, numbers.Integral):
-        raise ValueError(f"skip must be a non-negative integer (ranks to skip), got {skip!r}")
-    if skip < 0:
-        raise ValueError(f"skip must be >= 0, got {skip}")
+    skip = check_int(skip, "skip", min=0, what="a non-negative integer (ranks to skip)")
     lo, hi = int(skip), _NO_LIMIT
     if window is not None:
         if isinstance(window, str) or not hasattr(window, "__len__") or len(window) != 2:
-            raise ValueError(f"window must be a pair (lo, hi) of ranks, hi exclusive (hi may be "
-                             f"None), got {window!r}")
+            raise ParameterError("window", f"window must be a pair (lo, hi) of ranks, hi "
+                                           f"exclusive (hi may be None), got {window!r}")
         wlo, whi = window
         for v, nm in ((wlo, "lo"), (whi, "hi")):
             if v is None and nm == "hi":
                 continue
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or v < 0:
-                raise ValueError(f"window {nm} must be a non-negative integer, got {v!r} "
-                                 f"in window={window!r}")
+            try:
+                check_int(v, "window", min=0)
+            except ParameterError:
+                raise ParameterError("window", f"window {nm} must be a non-negative integer, "
+                                               f"got {v!r} in window={window!r}") from None
         if whi is not None and whi <= wlo:
-            raise ValueError(f"window must satisfy lo < hi, got window={window!r}")
+            raise ParameterError("window", f"window must satisfy lo < hi, got "
+                                           f"window={window!r}")
         lo = max(lo, int(wlo))
         hi = _NO_LIMIT if whi is None else int(whi)
     return lo, hi
@@ -176,10 +176,12 @@ def _reference_positive(positive_scores, n_q):
     """(n_q,) float64: the score filters compare against (lowest known positive of the row)."""
     pos = np.asarray(positive_scores)
     if pos.dtype.kind not in "fiu":
-        raise ValueError(f"positive_scores must be numeric, got dtype {pos.dtype}")
+        raise ParameterError("positive_scores",
+                             f"positive_scores must be numeric, got dtype {pos.dtype}")
     if pos.ndim not in (1, 2) or pos.shape[0] != n_q:
-        raise ValueError(f"positive_scores must have shape ({n_q},) or ({n_q}, m), "
-                         f"got {pos.shape}")
+        raise ParameterError("positive_scores",
+                             f"positive_scores must have shape ({n_q},) or ({n_q}, m), "
+                             f"got {pos.shape}")
     p = pos.astype(np.float64, copy=False)
     _check_values(p, "positive_scores", "positive_scores")
     if p.ndim == 1:
@@ -196,24 +198,28 @@ def _positive_flags(positive_ids, positive_mask, ids, parallel):
     if positive_mask is not None:
         pm = np.asarray(positive_mask)
         if pm.dtype != np.bool_:
-            raise ValueError(f"positive_mask must be a boolean array (True = a positive), got "
-                             f"dtype {pm.dtype}")
+            raise ParameterError("positive_mask",
+                                 f"positive_mask must be a boolean array (True = a positive), got "
+                                 f"dtype {pm.dtype}")
         if pm.shape != (n_q, k):
-            raise ValueError(f"positive_mask must have shape {(n_q, k)} like candidate_ids, got "
-                             f"{pm.shape}")
+            raise ParameterError("positive_mask",
+                                 f"positive_mask must have shape {(n_q, k)} like candidate_ids, got "
+                                 f"{pm.shape}")
         flags = np.array(pm, dtype=np.bool_, order="C")  # own copy: positive_ids add to it
     if positive_ids is not None:
         pid = np.asarray(positive_ids)
         if pid.dtype.kind not in "iu" and not (pid.size == 0 and pid.dtype.kind == "f"):
-            raise ValueError(f"positive_ids must be an integer array (document ids, -1 for "
-                             f"padding), got dtype {pid.dtype}")
+            raise ParameterError("positive_ids",
+                                 f"positive_ids must be an integer array (document ids, -1 for "
+                                 f"padding), got dtype {pid.dtype}")
         if pid.ndim == 1:
             pid = pid[:, None]
         if pid.ndim != 2 or pid.shape[0] != n_q:
-            raise ValueError(f"positive_ids must have shape ({n_q},) or ({n_q}, m), got "
-                             f"{np.asarray(positive_ids).shape}")
+            raise ParameterError("positive_ids",
+                                 f"positive_ids must have shape ({n_q},) or ({n_q}, m), got "
+                                 f"{np.asarray(positive_ids).shape}")
         if pid.dtype.kind == "u" and pid.size and pid.max() > np.iinfo(np.int64).max:
-            raise ValueError("positive_ids holds ids above the int64 range")
+            raise ParameterError("positive_ids", "positive_ids holds ids above the int64 range")
         pid = np.ascontiguousarray(pid, dtype=np.int64)
         _check_values(pid, "positive_ids", "ids")
         if flags is None:
@@ -258,13 +264,15 @@ def _plan(candidate_ids, candidate_scores, positive_scores, *, max_score, min_sc
     margin = _check_optional_float(margin, "margin")
     perc = _check_optional_float(perc, "perc")
     if perc is not None and not 0.0 <= perc <= 1.0:
-        raise ValueError(f"perc must be in [0, 1] (fraction of the positive's score), got {perc}")
+        raise ParameterError("perc",
+                             f"perc must be in [0, 1] (fraction of the positive's score), got {perc}")
     lo, hi = _check_rank_limits(skip, window)
     _check_choice(rank_rule, "rank_rule", RANK_RULES)
     _check_choice(threshold_rule, "threshold_rule", THRESHOLD_RULES)
     if positive_scores is None:
         if margin is not None or perc is not None:
-            raise ValueError("positive_scores is required for the margin and perc filters")
+            raise ParameterError("positive_scores",
+                                 "positive_scores is required for the margin and perc filters")
         pos_ref = None
     else:
         pos_ref = _reference_positive(positive_scores, n_q)
@@ -497,8 +505,8 @@ def select_negatives(candidate_ids, candidate_scores, positive_scores, n: int, *
     _core.check_param(b, "b")
     _core.check_kernel(kernel)
     _core.check_fallback(fallback)
-    _to_u64(seed, "seed")
-    _to_u64(epoch, "epoch")
+    check_seed(seed)
+    check_epoch(epoch)
     keys = _core.check_row_keys(row_keys, n_q)
     mask, _ = _compute_mask(plan, parallel)
     if strategy == "top":

@@ -16,7 +16,10 @@ import pytest
 
 import simans_fast
 import simans_fast as sf
-from simans_fast import io as sio
+from simans_fast.store.atomic import file_sha256
+from simans_fast.store.candidates import load_candidates
+from simans_fast.formats.negatives import read_negatives
+from simans_fast.formats.texts import read_texts
 from simans_fast.cli import main
 from simans_fast.pipeline import mine_candidates
 
@@ -29,8 +32,6 @@ def _env(**extra):
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("NUMBA_NUM_THREADS", "2")
     env.setdefault("OMP_NUM_THREADS", "1")
-    env.pop("SIMANS_FAST_TEST_KILL_AT", None)
-    env.pop("SIMANS_FAST_TEST_CHUNK_SLEEP", None)
     env.pop("SIMANS_FAST_TRACEBACK", None)
     env.update(extra)
     return env
@@ -38,6 +39,21 @@ def _env(**extra):
 
 def _run(args, cwd, **env):
     return subprocess.run([sys.executable, "-m", "simans_fast", *args], cwd=cwd, env=_env(**env),
+                          capture_output=True, text=True, timeout=300)
+
+
+KILL_DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cli_kill.py")
+
+
+def _driver(args, kill_at=None, sleep=None):
+    """The command line run by tests/_cli_kill.py (SIGKILLs itself at ``kill_at``)."""
+    opts = (["--kill-at", kill_at] if kill_at else []) + (
+        ["--sleep-after-chunk", str(sleep)] if sleep else [])
+    return [sys.executable, KILL_DRIVER, *opts, "--", *args]
+
+
+def _run_killed(args, cwd, kill_at, **env):
+    return subprocess.run(_driver(args, kill_at), cwd=cwd, env=_env(**env),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -81,7 +97,7 @@ def _mine_args(d, out, *extra, fmt=IDS):
     return ["mine", "--queries", str(d / "Q.npy"), "--corpus", str(d / "C.npy"),
             "--query-ids", str(d / "qids.txt"), "--doc-ids", str(d / "dids.txt"),
             "--qrels", str(d / "qrels.txt"), "--out", str(out), "--k", str(K), "--n", str(N),
-            "--chunk-size", str(CHUNK), "--seed", "3", "--no-progress", *fmt, *extra]
+            "--query-block", str(CHUNK), "--seed", "3", "--no-progress", *fmt, *extra]
 
 
 def _hashes(root):
@@ -116,6 +132,25 @@ def baseline(data, tmp_path_factory):
     return out, _hashes(out)
 
 
+def test_float64_queries_are_computed_in_float32_like_the_python_api(data, baseline, tmp_path):
+    """One rule for float64 (docs/vocabulary.md): the CLI accepts a float64 .npy as sf.mine
+    does and gives the float32 file's candidates."""
+    from simans_fast.store.candidates import load_candidates
+
+    q64 = tmp_path / "Q64.npy"
+    np.save(q64, np.load(data / "Q.npy").astype(np.float64))
+    out = tmp_path / "run64"
+    args = _mine_args(data, out, "--threads", "1")
+    args[args.index("--queries") + 1] = str(q64)
+    r = _run(args, cwd=data)
+    assert r.returncode == 0, r.stderr
+    ref_out, _ = baseline
+    got = load_candidates(str(out / "candidates"), mmap=False)
+    ref = load_candidates(str(ref_out / "candidates"), mmap=False)
+    for name in ("candidate_ids", "candidate_scores", "positive_ids", "positive_scores"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+
+
 # ------------------------------------------------------------------------------ end to end
 def test_mine_sample_inspect_end_to_end(data, baseline, tmp_path):
     out, hashes = baseline
@@ -123,12 +158,12 @@ def test_mine_sample_inspect_end_to_end(data, baseline, tmp_path):
         "negatives.epoch0.jsonl", "candidates/header.json", "candidates/candidate_ids.npy",
         "candidates/candidate_scores.npy", "candidates/positive_ids.npy",
         "candidates/positive_scores.npy", "candidates/query_ids.txt", "candidates/doc_ids.txt"])
-    cf = sio.load_candidates(str(out / "candidates"), verify=True)
+    cf = load_candidates(str(out / "candidates"), verify=True)
     # the candidates equal the Python pipeline's (same query chunks)
     queries = np.load(data / "Q.npy")
     corpus = np.load(data / "C.npy")
     pos_lists = [list(r[r >= 0]) for r in np.asarray(cf.positive_ids)]
-    ref = mine_candidates(queries, corpus, pos_lists, k=K, chunk_size=CHUNK)
+    ref = mine_candidates(queries, corpus, pos_lists, k=K, query_block=CHUNK)
     np.testing.assert_array_equal(cf.candidate_ids, ref.candidate_ids)
     np.testing.assert_allclose(cf.candidate_scores, ref.candidate_scores, rtol=1e-6)
     np.testing.assert_allclose(cf.positive_scores, ref.positive_scores, rtol=1e-6)
@@ -137,7 +172,7 @@ def test_mine_sample_inspect_end_to_end(data, baseline, tmp_path):
                                        "fallback": "lowest", "k": K, "metric": "ip"}
     assert (np.asarray(cf.positive_ids[7]) == -1).all()
     assert (np.asarray(cf.positive_ids)[::4, 1] >= 0).all()  # second positives kept
-    e0 = sio.read_negatives(str(out / "negatives.epoch0.jsonl"))
+    e0 = read_negatives(str(out / "negatives.epoch0.jsonl"))
     doc_row = {d: j for j, d in enumerate(cf.doc_ids)}
     # Tevatron records need a positive: q7 (none) is not written, every other query is
     assert [r["query_id"] for r in e0] == [q for q in cf.query_ids if q != "q7"]
@@ -158,7 +193,7 @@ def test_mine_sample_inspect_end_to_end(data, baseline, tmp_path):
     r = _run(["sample", "--candidates", str(out / "candidates"), "--epoch", "1", "--out",
               str(tmp_path / "e1.tsv")], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    e1 = sio.read_negatives(str(tmp_path / "e1.tsv"))
+    e1 = read_negatives(str(tmp_path / "e1.tsv"))
     assert len(e1) == N_Q  # simxns lists every query
     assert [x["negatives"] for x in e1 if x["query_id"] != "q7"] != [x["negatives"] for x in e0]
     for rec in e1:
@@ -185,7 +220,7 @@ def test_sample_formats_with_texts(data, baseline, tmp_path, capsys, fmt, name):
     rc = main(["sample", "--candidates", str(out), "--epoch", "2", "--out", str(dest),
                "--format", fmt, "--texts", str(data / "beir"), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
-    recs = sio.read_negatives(str(dest))
+    recs = read_negatives(str(dest))
     written = [q for q in (f"q{i}" for i in range(N_Q)) if fmt == "trec" or q != "q7"]
     assert len(recs) == len(written)
     if fmt == "sentence-transformers":
@@ -196,13 +231,13 @@ def test_sample_formats_with_texts(data, baseline, tmp_path, capsys, fmt, name):
         if fmt == "tevatron-legacy":
             assert recs[0]["negative_passages"][0]["text"].startswith("passage doc")
         else:  # Tevatron 2.x: the texts are in the corpus file beside it
-            corpus = sio.read_texts(str(tmp_path / "tev.corpus.jsonl"))
+            corpus = read_texts(str(tmp_path / "tev.corpus.jsonl"))
             named = {d for r in recs for d in r["positives"] + r["negatives"]}
             assert set(corpus) == named
             assert all(corpus[d] == (f"title {d[3:]}", f"passage {d}") for d in named)
     # the same epoch drawn in-process and by `sample` agree
-    cf = sio.load_candidates(str(out / "candidates"))
-    from simans_fast.cli import epoch_negatives
+    cf = load_candidates(str(out / "candidates"))
+    from simans_fast.pipeline import epoch_negatives
 
     e = epoch_negatives(cf, 2, cf.parameters)
     got = [r["negatives"] for r in recs]
@@ -282,7 +317,7 @@ def test_strategy_flags_mine_epoch0_equals_sample_equals_python(data, tmp_path, 
     out = tmp_path / "run"
     assert main(_mine_args(data, out, *flags, fmt=("--format", "simxns"))) == 0, \
         capsys.readouterr().err
-    cf = sio.load_candidates(str(out / "candidates"))
+    cf = load_candidates(str(out / "candidates"))
     params = cf.parameters
     for flag, v in zip(flags[::2], flags[1::2]):
         key = flag[2:].replace("-", "_")
@@ -296,7 +331,7 @@ def test_strategy_flags_mine_epoch0_equals_sample_equals_python(data, tmp_path, 
                  "--no-progress"]) == 0
     assert dest.read_bytes() == mined
     want = _reference(cf, flags, 0)
-    got = [r["negatives"] for r in sio.read_negatives(str(dest))]
+    got = [r["negatives"] for r in read_negatives(str(dest))]
     assert got == [[cf.doc_ids[j] for j in row if j >= 0] for row in want]
     # sample with the flags given again (over the header's values) draws the same
     dest2 = tmp_path / "s0b.tsv"
@@ -308,7 +343,7 @@ def test_strategy_flags_mine_epoch0_equals_sample_equals_python(data, tmp_path, 
     assert main(["sample", "--candidates", str(out), "--epoch", "1", "--out", str(dest3),
                  "--no-progress"]) == 0
     want1 = _reference(cf, flags, 1)
-    assert [r["negatives"] for r in sio.read_negatives(str(dest3))] == \
+    assert [r["negatives"] for r in read_negatives(str(dest3))] == \
         [[cf.doc_ids[j] for j in row if j >= 0] for row in want1]
 
 
@@ -316,13 +351,13 @@ def test_margin_zero_actually_filters(data, tmp_path):
     """--margin 0 removes every candidate scored at or above the positive (old bug: ignored)."""
     out = tmp_path / "run"
     assert main(_mine_args(data, out, "--margin", "0", fmt=("--format", "simxns"))) == 0
-    cf = sio.load_candidates(str(out / "candidates"))
+    cf = load_candidates(str(out / "candidates"))
     score = {(cf.query_ids[i], cf.doc_ids[j]): s for i in range(N_Q)
              for j, s in zip(cf.candidate_ids[i], cf.candidate_scores[i]) if j >= 0}
     ps = np.asarray(cf.positive_scores)
     lowest_pos = np.array([np.nanmin(r) if np.isfinite(r).any() else np.nan for r in ps])
     above = 0
-    for i, r in enumerate(sio.read_negatives(str(out / "negatives.epoch0.tsv"))):
+    for i, r in enumerate(read_negatives(str(out / "negatives.epoch0.tsv"))):
         if np.isfinite(lowest_pos[i]):
             for d in r["negatives"]:
                 assert score[(r["query_id"], d)] < lowest_pos[i]
@@ -404,7 +439,7 @@ def _ids_out_of_range_with_fixed_digest(d):
     a[3, 3] = N_D + 5
     np.save(d / "candidate_ids.npy", a)
     _edit_json(d / "header.json", lambda h: h["arrays"]["candidate_ids"].update(
-        sha256=sio.file_sha256(str(d / "candidate_ids.npy"))))
+        sha256=file_sha256(str(d / "candidate_ids.npy"))))
 
 
 def _without(args, flag):
@@ -418,8 +453,8 @@ def _bad_cases():
     q = "--queries"
     # ---- mine: embeddings
     c["queries missing"] = lambda x: (x.mine(queries=str(x.t / "nope.npy")), "nope.npy")
-    c["queries float64"] = lambda x: (x.mine(queries=x.npy("q64.npy", _q().astype(np.float64))),
-                                      "q64.npy")
+    c["queries int64"] = lambda x: (x.mine(queries=x.npy("q64.npy", _q().astype(np.int64))),
+                                    "q64.npy")
     c["queries 1-D"] = lambda x: (x.mine(queries=x.npy("q1.npy", _q()[:, 0])), "q1.npy")
     c["queries pickle"] = lambda x: (x.mine(queries=x.npy(
         "qp.npy", np.array([[None]] * N_Q, dtype=object), allow_pickle=True)), "qp.npy")
@@ -476,7 +511,8 @@ def _bad_cases():
     c["seed 2**64"] = lambda x: (x.mine(seed=str(2 ** 64)), "--seed")
     c["threads zero"] = lambda x: (x.mine("--threads", "0"), "--threads")
     c["threads huge"] = lambda x: (x.mine("--threads", "100000"), "--threads")
-    c["chunk size zero"] = lambda x: (x.mine(chunk_size="0"), "--chunk-size")
+    c["query block zero"] = lambda x: (x.mine(query_block="0"), "--query-block 0")
+    c["chunk size zero (old flag)"] = lambda x: (x.mine("--chunk-size", "0"), "--chunk-size 0")
     c["perc above 1"] = lambda x: (x.mine("--perc", "1.5"), "--perc")
     c["perc nan"] = lambda x: (x.mine("--perc", "nan"), "--perc")
     c["margin inf"] = lambda x: (x.mine("--margin", "inf"), "--margin")
@@ -669,7 +705,7 @@ def test_existing_run_needs_resume_or_overwrite(data, baseline, tmp_path, capsys
     assert "verified and reused" in capsys.readouterr().out
     assert _hashes(copy) == hashes
     assert main(_mine_args(data, copy, "--overwrite", "--n", "3")) == 0
-    assert sio.load_candidates(str(copy / "candidates")).parameters["n"] == 3
+    assert load_candidates(str(copy / "candidates")).parameters["n"] == 3
 
 
 # ------------------------------------------------------------------------------ resume verifies
@@ -688,7 +724,7 @@ RESUME_DAMAGE = {
     "ids shifted": (lambda c: _roll(c / "candidate_ids.npy"), "sha256"),
     "positives shifted, digest fixed": (lambda c: (_roll(c / "positive_ids.npy"), _edit_json(
         c / "header.json", lambda h: h["arrays"]["positive_ids"].update(
-            sha256=sio.file_sha256(str(c / "positive_ids.npy"))))), "positive_ids"),
+            sha256=file_sha256(str(c / "positive_ids.npy"))))), "positive_ids"),
     "parameter a edited": (lambda c: _edit_json(c / "header.json", lambda h: h[
         "parameters"].update(a=2.0)), "parameters.a"),
     "parameter margin added": (lambda c: _edit_json(c / "header.json", lambda h: h[
@@ -725,8 +761,8 @@ def test_resume_verifies_the_candidates_it_reuses(data, baseline, tmp_path, caps
 def test_resume_redoes_damaged_chunk_checkpoints(data, baseline, tmp_path):
     _, want = baseline
     out = tmp_path / "run"
-    r = _run(_mine_args(data, out, "--threads", "2"), cwd=tmp_path,
-             SIMANS_FAST_TEST_KILL_AT="chunk:3")
+    r = _run_killed(_mine_args(data, out, "--threads", "2"), cwd=tmp_path,
+                    kill_at="chunk_written:3")
     assert r.returncode == -signal.SIGKILL, r.stderr
     chunks = out / ".simans-work" / "chunks"
     _truncate(chunks / "c0000000" / "candidate_scores.npy")
@@ -743,8 +779,8 @@ def test_resume_redoes_damaged_chunk_checkpoints(data, baseline, tmp_path):
 def test_resume_with_an_unreadable_job_file_starts_over(data, baseline, tmp_path):
     _, want = baseline
     out = tmp_path / "run"
-    r = _run(_mine_args(data, out, "--threads", "1"), cwd=tmp_path,
-             SIMANS_FAST_TEST_KILL_AT="chunk:1")
+    r = _run_killed(_mine_args(data, out, "--threads", "1"), cwd=tmp_path,
+                    kill_at="chunk_written:1")
     assert r.returncode == -signal.SIGKILL, r.stderr
     (out / ".simans-work" / "job.json").write_bytes(b'{"k": 3\xff')
     r = _run(_mine_args(data, out, "--resume", "--threads", "1"), cwd=tmp_path)
@@ -755,25 +791,25 @@ def test_resume_with_an_unreadable_job_file_starts_over(data, baseline, tmp_path
 
 # ------------------------------------------------------------------------------ kill + resume
 @pytest.mark.parametrize("point,kill_threads,resume_threads", [
-    ("chunk-tmp:1", "2", None), ("chunk:2", "2", None), ("assemble", "2", None),
-    ("candidates", "2", None), ("negatives", "2", None),
+    ("chunk_ready:1", "2", None), ("chunk_written:2", "2", None), ("assembled", "2", None),
+    ("candidates_written", "2", None), ("negatives_written", "2", None),
     ("commit:negatives.epoch0.jsonl", "2", None),  # killed while the negatives file is written
     ("commit:negatives.epoch0.jsonl", "1", None),  # the temp file only: any thread count
-    ("chunk:2", "1", "2"),  # another --threads after the kill
+    ("chunk_written:2", "1", "2"),  # another --threads after the kill
 ])
 def test_sigkill_then_resume_is_byte_identical(data, baseline, tmp_path, point, kill_threads,
                                                resume_threads):
     _, want = baseline
     out = tmp_path / "run"
-    r = _run(_mine_args(data, out, "--threads", kill_threads), cwd=tmp_path,
-             SIMANS_FAST_TEST_KILL_AT=point)
+    r = _run_killed(_mine_args(data, out, "--threads", kill_threads), cwd=tmp_path,
+                    kill_at=point)
     assert r.returncode == -signal.SIGKILL, r.stderr
     neg = out / "negatives.epoch0.jsonl"
-    if point != "negatives":
+    if point != "negatives_written":
         assert not neg.exists()  # never a half-written output
-    if point in ("chunk-tmp:1", "chunk:2"):
+    if point in ("chunk_ready:1", "chunk_written:2"):
         done = [n for n in os.listdir(out / ".simans-work" / "chunks") if not n.startswith(".")]
-        assert len(done) == int(point[-1]) + (0 if point.startswith("chunk-tmp") else 1)
+        assert len(done) == int(point[-1]) + (0 if point.startswith("chunk_ready") else 1)
     if point.startswith("commit:"):  # the full temp file is there, not yet renamed
         assert [n for n in os.listdir(out) if n.startswith(".negatives.epoch0.jsonl.")]
     extra = ["--threads", resume_threads] if resume_threads else []
@@ -789,8 +825,7 @@ def test_external_sigkill_at_random_moments_then_resume(data, baseline, tmp_path
     chunks = out / ".simans-work" / "chunks"
     for n_chunks in (1, 3):
         args = _mine_args(data, out, "--resume")
-        p = subprocess.Popen([sys.executable, "-m", "simans_fast", *args], cwd=tmp_path,
-                             env=_env(SIMANS_FAST_TEST_CHUNK_SLEEP="0.25"),
+        p = subprocess.Popen(_driver(args, sleep=0.25), cwd=tmp_path, env=_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and p.poll() is None:
@@ -816,8 +851,7 @@ def test_tevatron_with_texts_killed_while_writing_its_corpus(data, tmp_path):
     assert "negatives.epoch0.corpus.jsonl" in want
     for point in ("commit:negatives.epoch0.corpus.jsonl", "commit:negatives.epoch0.jsonl"):
         out = tmp_path / point.replace(":", "_")
-        r = _run(_mine_args(data, out, *texts, fmt=()), cwd=tmp_path,
-                 SIMANS_FAST_TEST_KILL_AT=point)
+        r = _run_killed(_mine_args(data, out, *texts, fmt=()), cwd=tmp_path, kill_at=point)
         assert r.returncode == -signal.SIGKILL, r.stderr
         assert [n for n in os.listdir(out) if n.endswith(".tmp")]
         assert main(_mine_args(data, out, "--resume", *texts, fmt=())) == 0
@@ -828,7 +862,7 @@ def test_sample_killed_while_writing_then_rerun_cleans_up(baseline, tmp_path):
     out, _ = baseline
     dest = tmp_path / "e3.tsv"
     args = ["sample", "--candidates", str(out), "--epoch", "3", "--out", str(dest)]
-    r = _run(args, cwd=tmp_path, SIMANS_FAST_TEST_KILL_AT="commit:e3.tsv")
+    r = _run_killed(args, cwd=tmp_path, kill_at="commit:e3.tsv")
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert not dest.exists() and len(os.listdir(tmp_path)) == 1  # only the temp file
     r = _run(args, cwd=tmp_path)
@@ -846,12 +880,123 @@ def test_sample_with_strategy_flags(data, baseline, tmp_path, flags):
     rc = main(["sample", "--candidates", str(out), "--epoch", "1", "--out", str(dest),
                "--format", "simxns", "--no-progress", *flags])
     assert rc == 0
-    cf = sio.load_candidates(str(out / "candidates"))
+    cf = load_candidates(str(out / "candidates"))
     cids = np.asarray(cf.candidate_ids)
     want = _reference(cf, flags, 1)
-    recs = sio.read_negatives(str(dest))
+    recs = read_negatives(str(dest))
     got = [r["negatives"] for r in recs]
     assert got == [[cf.doc_ids[j] for j in row if j >= 0] for row in want]
     if flags[:2] == ["--strategy", "top"]:
         # the n best after skipping 2: candidate columns 2..2+N (rows are in rank order)
         assert got[0] == [cf.doc_ids[j] for j in cids[0, 2:2 + N]]
+
+
+# ------------------------------------------------------------------------------ the package
+def test_flags_table_and_choices_come_from_the_library():
+    from simans_fast import _config
+    from simans_fast.cli import build_parser, flags
+    from simans_fast.formats.negatives import NEGATIVES_FORMATS
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert list(sub.choices) == ["mine", "sample", "inspect", "hn-mine", "demo", "warmup"]
+    mine = {a.dest: a for a in sub.choices["mine"]._actions}
+    assert tuple(mine["kernel"].choices) == _config.KERNELS
+    assert tuple(mine["fallback"].choices) == _config.FALLBACKS
+    assert tuple(mine["positive_choice"].choices) == _config.POSITIVE_CHOICES
+    assert tuple(mine["strategy"].choices) == _config.STRATEGIES
+    assert tuple(mine["metric"].choices) == _config.METRICS
+    assert tuple(mine["backend"].choices) == _config.BACKENDS
+    assert tuple(mine["format"].choices) == NEGATIVES_FORMATS
+    # every flag of mine and sample that stands for a Python parameter is in the one table
+    for cmd in ("mine", "sample"):
+        for a in sub.choices[cmd]._actions:
+            if a.option_strings and a.dest in flags.FLAGS:
+                assert flags.FLAGS[a.dest] in a.option_strings, (cmd, a.dest)
+
+
+def test_library_errors_are_said_with_their_flags():
+    from simans_fast._validate import InputError, ParameterError
+    from simans_fast.cli.flags import HN_MINE_FLAGS, render, to_flags
+
+    assert to_flags("pass resume=True, or overwrite=True") == "pass --resume, or --overwrite"
+    assert to_flags("use on_short='repeat' (k=30, query_block=8)") == \
+        "use --on-short repeat (--k 30, --query-block 8)"
+    assert to_flags("parameters.n=3 and seed_u=2 stay") == "parameters.n=3 and seed_u=2 stay"
+    e = InputError("/x/Q.npy: not a .npy file", parameter="queries", path="/x/Q.npy")
+    assert render(e) == "--queries /x/Q.npy: not a .npy file"
+    assert render(e, "--corpus") == "--corpus /x/Q.npy: not a .npy file"
+    assert render(ParameterError("n", "n must be >= 1, got 0"), "--n 0") == \
+        "--n 0: must be >= 1, got 0"
+    assert render(ParameterError("resume", "resume=True and overwrite=True: give one")) == \
+        "--resume and --overwrite: give one"
+    assert render(ParameterError("a", "a and b disagree")) == "--a: a and b disagree"
+    assert render(ParameterError("model", "model x: not found"), table=HN_MINE_FLAGS) == \
+        "--embedder_name_or_path: model x: not found"
+
+
+def test_cold_numba_cache_note(tmp_path, monkeypatch, baseline, capsys):
+    from simans_fast.cli import _common
+
+    out, _ = baseline
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    assert _common.numba_cache_is_cold()
+    monkeypatch.setattr(_common, "_COLD_NOTED", False)
+    args = ["sample", "--candidates", str(out), "--epoch", "1", "--format", "simxns",
+            "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "e1.tsv")]) == 0
+    err = capsys.readouterr().err
+    assert "compiling kernels on first use (cached afterwards)" in err
+    # once per process
+    assert main(args + ["--out", str(tmp_path / "e2.tsv")]) == 0
+    assert "compiling" not in capsys.readouterr().err
+    # a warm cache says nothing
+    (tmp_path / "cache" / "sub").mkdir()
+    (tmp_path / "cache" / "sub" / "sampling.f-1.py311.nbi").write_bytes(b"")
+    assert not _common.numba_cache_is_cold()
+    monkeypatch.setattr(_common, "_COLD_NOTED", False)
+    assert main(args + ["--out", str(tmp_path / "e3.tsv")]) == 0
+    assert "compiling" not in capsys.readouterr().err
+    # errors come before the note: a bad value prints only its one error line
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    monkeypatch.setattr(_common, "numba_cache_is_cold", lambda: True)
+    monkeypatch.setattr(_common, "_COLD_NOTED", False)
+    assert main(args + ["--out", str(tmp_path / "e4.tsv"), "--n", "0"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_the_package_holds_no_test_hooks():
+    """Kills in the resume tests come from tests/_cli_kill.py's callback, not from env vars."""
+    pkg = os.path.dirname(os.path.abspath(simans_fast.__file__))
+    files = [os.path.join(pkg, "pipeline.py"), os.path.join(pkg, "diagnostics.py"),
+             os.path.join(pkg, "demo.py")]
+    files += [os.path.join(pkg, "cli", f) for f in os.listdir(os.path.join(pkg, "cli"))
+              if f.endswith(".py")]
+    assert not os.path.exists(os.path.join(pkg, "cli.py"))
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            text = fh.read()
+        for hook in ("SIMANS_FAST_TEST_", "_test_hook", "_test_kill_point", "os.kill("):
+            assert hook not in text, (f, hook)
+
+
+def test_the_command_line_imports_no_deprecated_module():
+    code = ("import sys, simans_fast.cli, simans_fast.cli.mine, simans_fast.cli.sample, "
+            "simans_fast.cli.inspect, simans_fast.cli.demo, simans_fast.cli.hn_mine; "
+            "print('simans_fast.io' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_old_chunk_size_flag_still_works_with_a_note(data, baseline, tmp_path):
+    _, want = baseline
+    out = tmp_path / "run"
+    args = _mine_args(data, out, "--threads", "1")
+    args[args.index("--query-block")] = "--chunk-size"
+    r = _run(args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "--chunk-size is deprecated" in r.stderr and "--query-block" in r.stderr
+    assert _hashes(out) == want  # same run, same bytes (and resumable by either spelling)

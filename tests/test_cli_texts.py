@@ -19,7 +19,9 @@ from _models import minilm, minilm_path
 from _textdata import harvest
 
 import simans_fast as sf
-from simans_fast import io as sio
+from simans_fast.store.candidates import load_candidates
+from simans_fast.formats.negatives import read_negatives
+from simans_fast.formats.texts import read_texts
 from simans_fast.cli import main
 
 K, N, SEED = 12, 4, 5
@@ -77,7 +79,7 @@ def _snapshot(*roots):
 
 
 def _negs(path):
-    return [r["negatives"] for r in sio.read_negatives(str(path))]
+    return [r["negatives"] for r in read_negatives(str(path))]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,7 @@ def text_run(world, tmp_path_factory):
 # ------------------------------------------------------------------------------- mine --model
 def test_mine_from_texts_equals_the_embeddings_route(world, text_run, tmp_path, capsys):
     out = text_run
-    cf = sio.load_candidates(str(out / "candidates"), verify=True)
+    cf = load_candidates(str(out / "candidates"), verify=True)
     # the ids come from the texts; only queries with a positive are mined (q16, q17 have none)
     assert cf.query_ids == world["qids"][:N_POS_Q]
     assert cf.doc_ids == world["dids"]
@@ -118,7 +120,7 @@ def test_mine_from_texts_equals_the_embeddings_route(world, text_run, tmp_path, 
            "--k", str(K), "--n", str(N), "--seed", str(SEED), "--format", "simxns",
            "--texts", str(world["beir"]), "--no-progress"]
     assert main(emb + ["--out", str(d / "e20"), "--score-scale", "20"]) == 0
-    ce = sio.load_candidates(str(d / "e20" / "candidates"))
+    ce = load_candidates(str(d / "e20" / "candidates"))
     for name in ("candidate_ids", "candidate_scores", "positive_ids", "positive_scores"):
         np.testing.assert_array_equal(getattr(ce, name), getattr(cf, name), err_msg=name)
     mined = (out / "negatives.epoch0.tsv").read_bytes()
@@ -148,7 +150,7 @@ def test_mine_from_texts_equals_the_embeddings_route(world, text_run, tmp_path, 
     assert main(emb + ["--out", str(d / "e1")]) == 0
     cap = capsys.readouterr()
     assert "nearly flat" in cap.err and "--score-scale" in cap.err
-    assert "score_scale" not in sio.load_candidates(str(d / "e1" / "candidates")).parameters
+    assert "score_scale" not in load_candidates(str(d / "e1" / "candidates")).parameters
 
 
 def test_all_queries_and_texts_in_the_output(world, tmp_path):
@@ -156,10 +158,10 @@ def test_all_queries_and_texts_in_the_output(world, tmp_path):
     argv = _mine_texts(world, out, "--all-queries")
     argv[argv.index("simxns")] = "tevatron-legacy"
     assert main(argv) == 0
-    cf = sio.load_candidates(str(out / "candidates"))
+    cf = load_candidates(str(out / "candidates"))
     assert cf.query_ids == world["qids"]
     assert (np.asarray(cf.positive_ids)[N_POS_Q:] == -1).all()
-    recs = sio.read_negatives(str(out / "negatives.epoch0.jsonl"))
+    recs = read_negatives(str(out / "negatives.epoch0.jsonl"))
     # training rows need a positive: the two queries without one are not written
     assert [r["query_id"] for r in recs] == world["qids"][:N_POS_Q]
     assert recs[0]["query"] == world["queries"][0]
@@ -344,7 +346,7 @@ def test_run_candidates_equal_read_run_then_select_negatives(world, tmp_path):
             str(world["qrels"]), "--k", "10", "--n", str(N), "--seed", str(SEED), "--format",
             "simxns", "--no-progress"]
     assert main(base + ["--out", str(tmp_path / "r")]) == 0
-    cf = sio.load_candidates(str(tmp_path / "r" / "candidates"), verify=True)
+    cf = load_candidates(str(tmp_path / "r" / "candidates"), verify=True)
     assert cf.query_ids == world["qids"][:N_POS_Q]
     ids, sc, ps = _python_run_candidates(world, run, cf, 10)
     np.testing.assert_array_equal(cf.candidate_ids, ids)
@@ -367,7 +369,7 @@ def test_run_candidates_equal_read_run_then_select_negatives(world, tmp_path):
 
 def test_run_rescored_by_embeddings_and_by_the_model(world, text_run, tmp_path):
     run = _run_file(world, tmp_path / "bm25.trec.tsv", seed=1)
-    cf_t = sio.load_candidates(str(text_run / "candidates"))
+    cf_t = load_candidates(str(text_run / "candidates"))
     q = np.load(text_run / "embeddings" / "queries.npy")
     c = np.load(text_run / "embeddings" / "corpus.npy")
     np.save(tmp_path / "Q.npy", q)
@@ -389,7 +391,7 @@ def test_run_rescored_by_embeddings_and_by_the_model(world, text_run, tmp_path):
                  str(tmp_path / "C.npy"), "--query-ids", str(tmp_path / "qids.txt"),
                  "--doc-ids", str(tmp_path / "dids.txt"), "--out", str(tmp_path / "e"),
                  *common]) == 0
-    cf = sio.load_candidates(str(tmp_path / "e" / "candidates"))
+    cf = load_candidates(str(tmp_path / "e" / "candidates"))
     ids, sc, ps = _python_run_candidates(world, sub, cf, 10, rescore=(q, c))
     np.testing.assert_array_equal(cf.candidate_ids, ids)
     np.testing.assert_array_equal(cf.candidate_scores, sc)
@@ -397,15 +399,119 @@ def test_run_rescored_by_embeddings_and_by_the_model(world, text_run, tmp_path):
     # --model --rescore: encodes (the same embeddings), scale 20 on the cosines
     assert main(["mine", "--model", minilm_path(), "--texts", str(world["beir"]), "--out",
                  str(tmp_path / "m"), *common]) == 0
-    cm = sio.load_candidates(str(tmp_path / "m" / "candidates"))
+    cm = load_candidates(str(tmp_path / "m" / "candidates"))
     np.testing.assert_array_equal(cm.candidate_ids, ids)
     np.testing.assert_array_equal(cm.candidate_scores, sc)
     assert cm.parameters["score_scale"] == 20.0
 
 
+def _counting_encode(monkeypatch):
+    """Record the texts each encode() call of the CLI hands to the model, by role."""
+    import simans_fast.encode as enc
+
+    calls = []
+    real = enc.encode
+
+    def counting(model, texts, **kw):
+        calls.append((kw.get("role", "document"), list(texts)))
+        return real(model, texts, **kw)
+
+    monkeypatch.setattr(enc, "encode", counting)
+    return calls
+
+
+def test_run_rescore_encodes_only_the_run_and_positives_same_candidates(tmp_path, monkeypatch):
+    """--run --rescore --model encodes the batches holding the run's documents and the
+    positives, not the corpus, and gets the candidates of the full-corpus path bit for bit."""
+    from simans_fast.encode import encode
+    from simans_fast.formats.runfile import read_run
+    from simans_fast.pipeline import run_candidates
+
+    bs, n_q, n_d = 4, 4, 64
+    words = ["sorting", "parsing", "hashing", "paths", "threads", "sockets", "dates", "json"]
+    docs = [f"how to use {words[j % 8]} " + "in python " * (j % 5) + f"(note {j})"
+            for j in range(n_d)]                        # short texts of varied lengths
+    queries = [f"python {w} help" for w in words[:n_q]]
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": f"q{i}", "text": t}) + "\n" for i, t in enumerate(queries)))
+    (beir / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{j}", "title": "", "text": t}) + "\n" for j, t in enumerate(docs)))
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\td{i}\t1\n" for i in range(n_q)) + "q0\td40\t1\n")
+    rng = np.random.default_rng(3)
+    run = tmp_path / "small.tsv"
+    run.write_text("".join(f"q{i}\td{d}\t{rng.uniform(5, 25):.3f}\n" for i in range(n_q)
+                           for d in (20, 21, 22)) + "q1\td1\t30.0\n")  # q1's positive listed
+    calls = _counting_encode(monkeypatch)
+    out = tmp_path / "m"
+    args = ["mine", "--model", minilm_path(), "--texts", str(beir), "--qrels", str(qrels),
+            "--rescore", "--run", str(run), "--k", "3", "--n", "2", "--seed", str(SEED),
+            "--batch-size", str(bs), "--format", "simxns", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    cf = load_candidates(str(out / "candidates"), verify=True)
+    assert cf.query_ids == [f"q{i}" for i in range(n_q)]
+    pos = np.asarray(cf.positive_ids)
+    need = {0, 1, 2, 3, 40, 20, 21, 22}
+    # reference batches: longest first by characters, ties in corpus order, bs per batch
+    order = np.argsort([-len(t) for t in docs], kind="stable")
+    batches = [set(order[s:s + bs].tolist()) for s in range(0, n_d, bs)]
+    want_rows = sorted(set().union(*(b for b in batches if b & need)))
+    assert len(want_rows) <= bs * len(need) < n_d        # part of the corpus only
+    assert [t for role, t in calls if role == "document"] == [[docs[j] for j in want_rows]]
+    assert [t for role, t in calls if role == "query"] == [queries]
+    c_small = np.load(out / "embeddings" / "corpus.npy")
+    # today's path: the whole corpus encoded (same model, batch size), run_candidates on it
+    model = minilm()
+    c_full = encode(model, docs, role="document", batch_size=bs, progress=False)
+    q = encode(model, queries, role="query", batch_size=bs, progress=False)
+    np.testing.assert_array_equal(c_small, c_full[want_rows])  # same bits
+    np.testing.assert_array_equal(np.load(out / "embeddings" / "queries.npy"), q)
+    rr = read_run(str(run), [f"d{j}" for j in range(n_d)],
+                  query_ids=[f"q{i}" for i in range(n_q)])
+    want = run_candidates(rr.ids, rr.scores, pos, 3, queries=q, corpus=c_full)(0, n_q)
+    np.testing.assert_array_equal(cf.candidate_ids, want[0])
+    np.testing.assert_array_equal(cf.candidate_scores, want[1])
+    np.testing.assert_array_equal(cf.positive_scores, want[2])
+    assert np.isfinite(cf.positive_scores[:, 0]).all()
+    # --resume reuses the cached smaller embeddings: nothing re-encoded, same negatives
+    before = os.stat(out / "embeddings" / "corpus.npy").st_mtime_ns
+    neg = (out / "negatives.epoch0.tsv").read_bytes()
+    assert main(args + ["--resume"]) == 0
+    assert os.stat(out / "embeddings" / "corpus.npy").st_mtime_ns == before
+    assert (out / "negatives.epoch0.tsv").read_bytes() == neg
+
+
+def test_run_candidates_corpus_ids_equals_the_full_corpus():
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((5, 8)).astype(np.float32)
+    c = rng.standard_normal((40, 8)).astype(np.float32)
+    ids = np.full((5, 6), -1, np.int64)
+    for i in range(5):
+        ids[i, :4 + i % 3] = rng.choice(40, 4 + i % 3, replace=False)
+    sc = rng.uniform(0, 1, ids.shape).astype(np.float32)
+    pos = np.array([[ids[0, 1], -1], [3, 7], [11, -1], [-1, -1], [ids[4, 0], 39]], np.int64)
+    need = np.unique(np.concatenate([ids[ids >= 0], pos[pos >= 0]]))
+    from simans_fast.pipeline import run_candidates
+
+    full = run_candidates(ids, sc, pos, 5, queries=q, corpus=c)(0, 5)
+    part = run_candidates(ids, sc, pos, 5, queries=q, corpus=c[need], corpus_ids=need)(0, 5)
+    for x, y in zip(full, part):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="corpus_ids"):   # a run id the corpus rows lack
+        run_candidates(ids, sc, pos, 5, queries=q, corpus=c[need[1:]],
+                       corpus_ids=need[1:])(0, 5)
+    with pytest.raises(ValueError, match="corpus_ids"):   # not one id per row
+        run_candidates(ids, sc, pos, 5, queries=q, corpus=c, corpus_ids=need)
+    with pytest.raises(ValueError, match="corpus_ids"):   # not sorted
+        run_candidates(ids, sc, pos, 5, queries=q, corpus=c[need], corpus_ids=need[::-1])
+
+
 def test_score_scale_with_filters_equals_filter_then_select(world, text_run, tmp_path):
     """c != 1 with score options: thresholds on the stored scores, SimANS on c x score."""
-    cf = sio.load_candidates(str(text_run / "candidates"))
+    cf = load_candidates(str(text_run / "candidates"))
     cids = np.asarray(cf.candidate_ids)
     cs = np.asarray(cf.candidate_scores)
     ps = np.asarray(cf.positive_scores)
@@ -427,7 +533,7 @@ def test_score_scale_with_filters_equals_filter_then_select(world, text_run, tmp
 def test_inspect_shows_effective_candidates(world, text_run, tmp_path, capsys):
     from simans_fast.diagnostics import simans_effective_candidates, summarize_effective
 
-    cf = sio.load_candidates(str(text_run / "candidates"))
+    cf = load_candidates(str(text_run / "candidates"))
     ps = np.asarray(cf.positive_scores, np.float64)
     # several positives, positive_choice random: the mean over each query's positives
     per = []
@@ -499,8 +605,8 @@ def test_demo_texts_runs_and_writes_its_files(tmp_path, capsys):
     assert text.index("loading the model") < text.index("encoding 40 documents")
     for word in ("eff. cand.", "FN proxy", "top-n", "uniform over top-39", "time per stage"):
         assert word in text, word
-    corpus = sio.read_texts(str(out / "texts" / "corpus.jsonl"))
-    queries = sio.read_texts(str(out / "texts" / "queries.jsonl"))
+    corpus = read_texts(str(out / "texts" / "corpus.jsonl"))
+    queries = read_texts(str(out / "texts" / "queries.jsonl"))
     assert len(corpus) == 40 and len(queries) == 20
     from datasets import load_dataset
 

@@ -131,3 +131,19 @@ def test_memory_need_formula(bench):
     # without faiss: + cos_sim's normalised copy + the 1000 x 10M float32 similarity matrix
     assert need["use_faiss=False"] == emb + 10_000_000 * 384 * 4 + 1_000 * 10_000_000 * 4
     assert need["use_faiss=True"] > 2 * 10_000_000 * 384 * 4 > 24e9
+
+
+def test_keep_from_copies_the_sizes_not_run(bench, tmp_path):
+    first = tmp_path / "first"
+    bench.main(["--quick", "--sizes", "tiny", "--methods", "sf_arrays", "--silent",
+                "--out-dir", str(first)])
+    old = json.loads((first / "compare_st.json").read_text())
+    second = tmp_path / "second"
+    res = bench.main(["--quick", "--sizes", "tiny-fp16", "--silent", "--out-dir", str(second),
+                      "--keep-from", str(first / "compare_st.json")])
+    assert [s["name"] for s in res["sizes"]] == ["tiny-fp16", "tiny"]
+    kept = res["sizes"][1]
+    assert kept["from_run"]["date"] == old["meta"]["date"]
+    assert kept["rows"] == old["sizes"][0]["rows"]
+    md = (second / "compare_st.md").read_text()
+    assert f"(run of {old['meta']['date']})" in md and "from_run" not in res["sizes"][0]

@@ -94,7 +94,7 @@ def test_log_weights_ids_padding_and_missing_positive():
     s = np.zeros((2, 4))
     ids = np.array([[1, 2, -1, 4], [5, 6, 7, 8]])
     got = sf.ambiguity_log_weights(s, [0.0, np.nan], candidate_ids=ids,
-                                   missing_positive="uniform")
+                                   fallback="uniform")
     np.testing.assert_array_equal(got, [[0, 0, -np.inf, 0], [0, 0, 0, 0]])
     with pytest.raises(ValueError, match="positive_scores"):
         sf.ambiguity_log_weights(s, [0.0, np.nan])

@@ -109,6 +109,33 @@ def test_results_do_not_depend_on_chunk_size(tmp_path):
     assert _sha(tmp_path / "a.npy") == _sha(tmp_path / "b.npy")
 
 
+def test_one_model_call_per_chunk_forms_the_same_batches(monkeypatch):
+    m = minilm()
+    srt = sorted((len(t) for t in TEXTS), reverse=True)
+    # length ties straddle batch boundaries: a tie broken another way would move texts
+    # between batches
+    assert any(srt[i - 1] == srt[i] for i in range(4, len(srt), 4))
+    calls = []
+    original = m.encode_document
+
+    def recording(inputs, *a, **k):
+        calls.append(len(inputs))
+        return original(inputs, *a, **k)
+
+    m.__dict__["encode_document"] = recording
+    try:
+        fast = E.encode(m, TEXTS, batch_size=4, chunk_size=12, progress=False)
+        assert calls == [12, 12]            # one call per chunk, the model batches inside
+        calls.clear()
+        # a model whose batches cannot be lined up (interleaved, flattened inputs): per batch
+        monkeypatch.setattr(m, "_can_flatten_inputs", lambda: True)
+        slow = E.encode(m, TEXTS, batch_size=4, chunk_size=12, progress=False)
+        assert calls == [4] * 6
+    finally:
+        m.__dict__.pop("encode_document")
+    np.testing.assert_array_equal(fast, slow)   # the very same batches, bit for bit
+
+
 def test_prompts_and_prompt_names(monkeypatch):
     m = minilm()
     monkeypatch.setattr(m, "prompts", {"query": "q: ", "document": "", "custom": "c: "})
@@ -199,7 +226,9 @@ def test_interrupted_in_process_run_resumes_and_mismatch_starts_over(tmp_path):
 
     def failing(inputs, *a, **k):
         calls.append(len(inputs))
-        if len(calls) == 5:  # the 5th batch: chunks 1-2 (8 texts each) are finished
+        # one model call per chunk (the model batches inside it): the 3rd call is chunk 3,
+        # chunks 1-2 (8 texts = 2 batches each) are finished
+        if len(calls) == 3:
             raise KeyboardInterrupt
         return original(inputs, *a, **k)
 
@@ -240,7 +269,14 @@ _KILLED_RUN = textwrap.dedent("""
     from _models import minilm
     from simans_fast.encode import encode
     texts = json.load(open(sys.argv[1]))
-    encode(minilm(), texts, out=sys.argv[2], batch_size=4, chunk_size=8, progress=False)
+    want, _, count = os.environ["ENC_KILL_AT"].partition(":")
+
+    def kill_at(point, info):  # the test's own hook: SIGKILL at a named point
+        if point == want and info["chunks"] == int(count):
+            os.kill(os.getpid(), 9)
+
+    encode(minilm(), texts, out=sys.argv[2], batch_size=4, chunk_size=8, progress=False,
+           callback=kill_at)
     print("finished")
 """)
 
@@ -258,16 +294,16 @@ def test_sigkill_then_resume_writes_the_same_bytes(tmp_path):
 
     def killed_run(stage):
         env = dict(os.environ, ENC_THREADS=str(torch.get_num_threads()), ENC_TESTS=HERE,
-                   SIMANS_FAST_TEST_ENCODE_KILL=stage)
+                   ENC_KILL_AT=stage)
         p = subprocess.run([sys.executable, str(script), str(tf), str(out)], env=env,
                            capture_output=True, text=True, timeout=600)
         assert p.returncode == -9, (p.returncode, p.stdout, p.stderr[-2000:])
         return json.loads(ckpt.read_text())["rows_done"]
 
     # killed after the rows of chunk 1 are in the memmap but before its checkpoint
-    assert killed_run("after_write:1") == 0
+    assert killed_run("chunk_written:1") == 0
     # resumed (redoes chunk 1), killed right after the checkpoint of its 2nd chunk
-    assert killed_run("after_checkpoint:2") == 16
+    assert killed_run("checkpoint_written:2") == 16
     assert not out.exists()
     with counting(m) as seen:  # resumed here, to the end
         got = E.encode(m, TEXTS, out=out, batch_size=4, chunk_size=8, progress=False)
@@ -374,3 +410,22 @@ def test_progress_bar_counts_texts_per_second(capsys):
     pytest.importorskip("tqdm")
     E.encode(minilm(), QUERIES, batch_size=2, progress=True)
     assert "texts/s" in capsys.readouterr().err
+
+
+def test_encode_chunks_hands_over_the_same_rows():
+    m = minilm()
+    ref = E.encode(m, TEXTS, batch_size=4, progress=False)
+    got = np.full_like(ref, np.nan)
+    seen = []
+    for rows, emb in E.encode_chunks(m, TEXTS, batch_size=4, chunk_size=8, progress=False):
+        assert emb.dtype == np.float32 and emb.shape == (rows.shape[0], MINILM_DIM)
+        seen.extend(rows.tolist())
+        got[rows] = emb
+    assert seen == E.batch_order(TEXTS).tolist()           # longest first, ties in input order
+    assert sorted(seen) == list(range(len(TEXTS)))
+    np.testing.assert_array_equal(got, ref)                # bit for bit, as encode()
+    with pytest.raises(ValueError, match="chunk_size"):     # checked at the call, not lazily
+        E.encode_chunks(m, TEXTS, batch_size=4, chunk_size=6)
+    with pytest.raises(ValueError, match=r"texts\[1\]"):
+        E.encode_chunks(m, ["a", ""])
+    assert list(E.encode_chunks(m, [], progress=False)) == []

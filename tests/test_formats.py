@@ -37,13 +37,31 @@ def test_registry_is_lazy_and_complete():
             "if m in sys.modules]; print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
-    assert set(format_names()) == {"flagembedding", "pylate", "runfile", "sentence-transformers"}
+    assert set(format_names()) == {"flagembedding", "pylate", "runfile", "sentence-transformers",
+                                   "tevatron", "tevatron-legacy", "trec", "simxns"}
     assert get_format("flagembedding") is fe
     assert get_format("runfile") is rf
     assert get_format("pylate") is pl
     assert get_format("sentence-transformers").__name__ == FORMATS["sentence-transformers"]
     with pytest.raises(ValueError, match="format must be one of"):
         get_format("tevatronn")
+    # every negatives format is registered, with its writer and reader side by side
+    from simans_fast.formats.negatives import NEGATIVES_FORMATS
+
+    for name in NEGATIVES_FORMATS:
+        mod = get_format(name)
+        assert callable(mod.write_epoch) and callable(mod.read_epoch)
+        assert name in mod.NEGATIVES_FORMATS
+
+
+def test_format_error_is_an_input_error(tmp_path):
+    from simans_fast._validate import InputError, ParameterError
+
+    assert issubclass(FormatError, InputError) and issubclass(FormatError, ParameterError)
+    with pytest.raises(InputError) as ei:  # caught as the package's one input-file error
+        fe.read_records(str(tmp_path / "missing.jsonl"), parameter="input_file")
+    assert type(ei.value) is FormatError and ei.value.parameter == "input_file"
+    assert ei.value.path == str(tmp_path / "missing.jsonl") and ei.value.line is None
 
 
 # ============================================================================ FlagEmbedding
@@ -142,7 +160,7 @@ def test_flagembedding_strict_reader_names_file_and_line(tmp_path, line, message
 
 def test_flagembedding_reader_file_errors(tmp_path):
     with pytest.raises(FormatError, match="input_file .*: file not found"):
-        fe.read_records(str(tmp_path / "missing.jsonl"), param="input_file")
+        fe.read_records(str(tmp_path / "missing.jsonl"), parameter="input_file")
     with pytest.raises(FormatError, match="is a directory"):
         fe.read_records(str(tmp_path))
     p = tmp_path / "latin1.jsonl"

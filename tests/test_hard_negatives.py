@@ -589,3 +589,120 @@ def test_deprecated_arguments(ds, model):
     with pytest.warns(FutureWarning, match="as_triplets"):
         b = _ours(ds, model, as_triplets=False, num_negatives=2)
     assert "negative_2" in b.column_names
+
+
+# ------------------------------------------------------------------------------ streaming
+def test_streamed_pool_equals_one_topk_on_the_encode_order():
+    """The corpus streamed through the search (any chunking, any block size) gives exactly
+    sf.topk on the corpus in encode order: the same ids, bit-identical scores, ties included."""
+    import simans_fast as sf
+
+    rng = np.random.default_rng(5)
+    n_d, n_q, d, k = 5000, 120, 16, 30
+    C = np.round(rng.standard_normal((n_d, d))).astype(np.float32)   # many exact ties
+    C[300:340] = C[11]
+    Q = np.round(rng.standard_normal((n_q, d))).astype(np.float32)
+    order = rng.permutation(n_d).astype(np.int64)
+    pos = rng.integers(0, n_d, (n_q, 2))
+    q_of, pdocs = np.repeat(np.arange(n_q), 2), pos.ravel()
+    place = np.argsort(order)
+    ref = sf.topk(Q, C[order], k, exclude=[place[p] for p in pos], backend="numba")
+    rid = np.where(ref.ids >= 0, order[ref.ids], -1)
+    srt = np.lexsort((rid, -ref.scores), axis=1)          # rows by score, ties by document id
+    rid, rsc = np.take_along_axis(rid, srt, 1), np.take_along_axis(ref.scores, srt, 1)
+    assert (np.diff(rsc, axis=1) == 0).sum() > 100           # the check covers ties
+    keep = np.unique(pdocs)
+    for block in (1024, 3072, 8192):
+        for piece in (97, 1000, 6000):
+            chunks = ((order[i:i + piece], C[order[i:i + piece]]) for i in range(0, n_d, piece))
+            ids, sc, kept = H._stream_pool(chunks, n_d, d, Q, k, q_of, pdocs, keep,
+                                           block_rows=block)
+            np.testing.assert_array_equal(ids, rid, err_msg=f"block {block} piece {piece}")
+            np.testing.assert_array_equal(sc, rsc)
+            np.testing.assert_array_equal(kept, C[keep])
+    # include_positives: nothing excluded
+    ref2 = sf.topk(Q, C[order], k, backend="numba")
+    ids, sc, _ = H._stream_pool(((order[i:i + 700], C[order[i:i + 700]])
+                                 for i in range(0, n_d, 700)), n_d, d, Q, k, None, None, keep,
+                                block_rows=2048)
+    np.testing.assert_array_equal(np.sort(ids, 1), np.sort(order[ref2.ids], 1))
+    with pytest.raises(RuntimeError, match="permutation"):
+        H._stream_pool(iter([(order[:10], C[order[:10]]), (order[:10], C[order[:10]])]), n_d,
+                       d, Q, k, None, None, keep)
+
+
+def test_results_do_not_depend_on_the_stream_block(ds, model, monkeypatch):
+    kw = dict(num_negatives=3, output_format="n-tuple", output_scores=True,
+              sampling_strategy="simans", range_max=40)
+    a = _ours(ds, model, **kw).to_dict()
+    calls = []
+    search = H._search_block
+
+    def counted(*args, **kwargs):
+        calls.append(args[1].shape[0])
+        return search(*args, **kwargs)
+
+    # blocks of 16 rows: places 16, 32, ... of topk's grid, the same scores bit for bit
+    monkeypatch.setattr(H, "_STREAM_ROWS", 16)
+    monkeypatch.setattr(H, "_search_block", counted)
+    assert _ours(ds, model, **kw).to_dict() == a
+    assert len(calls) == -(-sum(calls) // 16) > 2
+
+
+# ------------------------------------------------------ filters and window via strategies
+def _naive_window(ids, scores, lo, hi):
+    """sentence-transformers' window: the survivors (valid ids), best first, ranks lo..hi-1."""
+    out_ids = np.full((ids.shape[0], hi - lo), -1, np.int64)
+    out_sc = np.full((ids.shape[0], hi - lo), -np.inf, np.float32)
+    for i in range(ids.shape[0]):
+        surv = [(s, j) for j, (d, s) in enumerate(zip(ids[i], scores[i])) if d >= 0]
+        surv.sort(key=lambda t: (-t[0], t[1]))
+        for c, (s, j) in enumerate(surv[lo:hi]):
+            out_ids[i, c], out_sc[i, c] = ids[i, j], s
+    return out_ids, out_sc
+
+
+@pytest.mark.parametrize("lo, hi", [(0, 40), (0, 5), (3, 17), (30, 60)])
+def test_window_is_the_survivors_ranks_and_equals_select_negatives_top(lo, hi):
+    rng = np.random.default_rng(lo + 100 * hi)
+    n_q, k = 50, 40
+    scores = np.sort(rng.integers(-10, 10, size=(n_q, k)) / 8, axis=1)[:, ::-1].astype(np.float32)
+    ids = rng.permutation(n_q * k).reshape(n_q, k).astype(np.int64)
+    ids[rng.random((n_q, k)) < 0.2] = -1
+    scores[ids < 0] = -np.inf
+    w_ids, w_sc = H._window(ids, scores, lo, hi)
+    r_ids, r_sc = _naive_window(ids, scores, lo, hi)
+    np.testing.assert_array_equal(w_ids, r_ids)
+    np.testing.assert_array_equal(w_sc, r_sc)
+    # filters + window + "top" == one select_negatives call with sentence-transformers' rules
+    ref = rng.choice([0.5, -0.5, 0.25], size=n_q).astype(np.float32)
+    fi, fs = ids.copy(), scores.copy()
+    H._apply_filters(fi, fs, ref, absolute_margin=0.125, relative_margin=None, max_score=1.0,
+                     min_score=-0.75, n_cells=n_q * k)
+    n = min(5, hi - lo)
+    top = H._window(fi, fs, lo, hi)[0][:, :n]
+    from simans_fast.strategies import select_negatives
+
+    want = select_negatives(ids, scores, ref, n, strategy="top", window=(lo, hi),
+                            margin=0.125, max_score=1.0, min_score=-0.75,
+                            rank_rule="sentence-transformers",
+                            threshold_rule="sentence-transformers")
+    np.testing.assert_array_equal(top, want)
+
+
+def test_score_thresholds_compare_in_float32_as_sentence_transformers():
+    """max_score=0.1 keeps a score of float32(0.1) (above 0.1 in float64), min_score=0.7 keeps
+    float32(0.7) (below 0.7): sentence-transformers compares in float32."""
+    f32 = np.float32
+    ids = np.array([[0, 1, 2, 3]], np.int64)
+    scores = np.array([[f32(0.7), f32(0.1), np.nextafter(f32(0.1), f32(1)), f32(0.05)]],
+                      np.float32)
+    for mx, mn, keep in ((0.1, None, [False, True, False, True]),
+                         (None, 0.7, [True, False, False, False])):
+        got_ids, got_sc = ids.copy(), scores.copy()
+        counters = H._apply_filters(got_ids, got_sc, np.array([5.0], np.float32),
+                                    absolute_margin=None, relative_margin=None, max_score=mx,
+                                    min_score=mn, n_cells=4)
+        np.testing.assert_array_equal(got_ids[0] >= 0, keep)
+        name = "max_score" if mx is not None else "min_score"
+        assert counters[name][0] == 4 - sum(keep)

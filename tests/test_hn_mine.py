@@ -498,3 +498,16 @@ def test_hn_mine_small_cases(world, tmp_path):
     assert got[0]["neg"] == ["def other(): pass"]  # its positive and nothing else left
     assert sorted(got[1]["neg"]) == sorted(pool + ["def other(): pass"])
     assert res.short_records == 2 and res.padded_records == 0
+
+
+def test_window_with_tied_scores_is_still_the_raw_columns():
+    """Ranks are the columns of the sorted lists also where scores tie (many equal scores)."""
+    rng = np.random.default_rng(11)
+    top, _, forb = _random_lists(rng)
+    scores = -np.sort(-rng.integers(0, 4, size=top.shape), axis=1).astype(np.float32)
+    scores[top < 0] = -np.inf
+    for lo, hi in ((0, 40), (7, 23)):
+        w_ids, w_scores = H.window_candidates(top, scores, lo, hi, _csr(forb))
+        ref = naive_window(top, lo, hi, forb)
+        assert [[int(x) for x in r if x >= 0] for r in w_ids] == ref
+        np.testing.assert_array_equal(w_scores, scores[:, lo:hi])

@@ -1,4 +1,5 @@
-"""Readers and writers of simans_fast.io: round trips, determinism, atomicity, clear errors."""
+"""Readers and writers (simans_fast.store, simans_fast.formats; formerly simans_fast.io): round
+trips, determinism, atomicity, clear errors."""
 
 from __future__ import annotations
 
@@ -10,24 +11,31 @@ import warnings
 import numpy as np
 import pytest
 
-from simans_fast import io as sio
+from simans_fast._validate import InputError
+from simans_fast.formats import embeddings as emb
+from simans_fast.formats import negatives as fneg
+from simans_fast.formats import texts as ftexts
+from simans_fast.formats import trec as ftrec
+from simans_fast.store import atomic
+from simans_fast.store import candidates as cand
 
 
 # ------------------------------------------------------------------------------ inputs
-def test_read_embeddings_memmaps_float32_and_float16(tmp_path):
-    for dt in (np.float32, np.float16):
+def test_read_embeddings_memmaps_float32_float16_and_float64(tmp_path):
+    # float64 is accepted like the Python API accepts it (docs/vocabulary.md): one rule
+    for dt in (np.float32, np.float16, np.float64):
         x = np.arange(12, dtype=dt).reshape(3, 4)
         p = tmp_path / f"e_{np.dtype(dt).name}.npy"
         np.save(p, x)
-        got = sio.read_embeddings(str(p), arg="--corpus")
+        got = emb.read_embeddings(str(p), parameter="corpus")
         assert isinstance(got, np.memmap) and got.dtype == dt
         np.testing.assert_array_equal(got, x)
 
 
 @pytest.mark.parametrize("case,match", [
     ("missing", "file not found"),
-    ("float64", "dtype float64"),
     ("int", "dtype int64"),
+    ("complex", "dtype complex64"),
     ("1d", "2-D"),
     ("3d", "2-D"),
     ("npz", "npz"),
@@ -37,8 +45,8 @@ def test_read_embeddings_memmaps_float32_and_float16(tmp_path):
 ])
 def test_read_embeddings_errors_name_the_file(tmp_path, case, match):
     p = tmp_path / "bad.npy"
-    if case == "float64":
-        np.save(p, np.zeros((2, 3)))
+    if case == "complex":
+        np.save(p, np.zeros((2, 3), np.complex64))
     elif case == "int":
         np.save(p, np.zeros((2, 3), np.int64))
     elif case == "1d":
@@ -54,24 +62,25 @@ def test_read_embeddings_errors_name_the_file(tmp_path, case, match):
         np.save(p, np.array([[1, "a"]], dtype=object), allow_pickle=True)
     elif case == "empty":
         np.save(p, np.zeros((0, 3), np.float32))
-    with pytest.raises(sio.InputError, match=match) as e:
-        sio.read_embeddings(str(p), arg="--queries")
+    with pytest.raises(InputError, match=match) as e:
+        emb.read_embeddings(str(p), parameter="queries")
     msg = str(e.value)
-    assert msg.startswith(f"--queries {p}") and "\n" not in msg
+    assert msg.startswith(f"{p}: ") and "\n" not in msg  # the file first, no CLI flag
+    assert e.value.parameter == "queries" and e.value.path == str(p)
 
 
 def test_read_ids(tmp_path):
     p = tmp_path / "ids.txt"
     p.write_bytes(b"a\r\nb\nc")  # CRLF and no final newline
-    assert sio.read_ids(str(p)) == ["a", "b", "c"]
+    assert emb.read_ids(str(p)) == ["a", "b", "c"]
     p.write_text("a\nb\n")
-    assert sio.read_ids(str(p)) == ["a", "b"]
-    assert sio.ids_sha256(["a", "b"]) == sio.file_sha256(str(p))
+    assert emb.read_ids(str(p)) == ["a", "b"]
+    assert cand.ids_sha256(["a", "b"]) == atomic.file_sha256(str(p))
     for text, match in [("a\na\n", "twice"), ("a\n\nb\n", "empty"), ("a b\n", "whitespace"),
                         ("", "empty")]:
         p.write_text(text)
-        with pytest.raises(sio.InputError, match=match):
-            sio.read_ids(str(p), arg="--doc-ids")
+        with pytest.raises(InputError, match=match):
+            emb.read_ids(str(p))
 
 
 def _index(ids):
@@ -83,18 +92,18 @@ def test_read_qrels_trec_and_tsv(tmp_path):
     d = _index(["d1", "d2", "d3", "d4"])
     trec = tmp_path / "qrels.trec"
     trec.write_text("q2 0 d3 1\nq1 0 d2 2\nq1 0 d4 0\nq1 0 d1 1\nq1 0 d2 1\n\n# comment\n")
-    indptr, ids, info = sio.read_qrels(str(trec), q, d)
+    indptr, ids, info = ftrec.read_qrels(str(trec), q, d)
     np.testing.assert_array_equal(indptr, [0, 2, 3, 3])
     np.testing.assert_array_equal(ids, [1, 0, 2])  # file order, rel 0 dropped, repeat dropped
     assert info["n_queries_with_positives"] == 2
     tsv = tmp_path / "qrels.tsv"
     tsv.write_text("query-id\tcorpus-id\tscore\nq2\td3\t1\nq1\td2\t1\nq1\td4\t0\nq1\td1\t1\n")
-    i2, d2, _ = sio.read_qrels(str(tsv), q, d)
+    i2, d2, _ = ftrec.read_qrels(str(tsv), q, d)
     np.testing.assert_array_equal(i2, indptr)
     np.testing.assert_array_equal(d2, ids)
     tsv2 = tmp_path / "pairs.tsv"
     tsv2.write_text("q2\td3\nq1\td2\nq1\td1\n")
-    i3, d3, _ = sio.read_qrels(str(tsv2), q, d)
+    i3, d3, _ = ftrec.read_qrels(str(tsv2), q, d)
     np.testing.assert_array_equal(i3, indptr)
     np.testing.assert_array_equal(d3, ids)
 
@@ -104,49 +113,49 @@ def test_read_qrels_errors_and_skip_missing(tmp_path):
     d = _index(["d1", "d2"])
     p = tmp_path / "qrels.txt"
     p.write_text("q1 0 d1 1\nq9 0 d1 1\nq2 0 d7 1\n")
-    with pytest.raises(sio.InputError) as e:
-        sio.read_qrels(str(p), q, d, query_arg="--query-ids qids.txt")
+    with pytest.raises(InputError) as e:
+        ftrec.read_qrels(str(p), q, d, parameter="qrels")
     msg = str(e.value)
     assert str(p) in msg and "'q9'" in msg and "line 2" in msg and "skip_missing=True" in msg
-    assert "--query-ids qids.txt" in msg and "\n" not in msg
-    with pytest.raises(sio.InputError, match="pass --skip-missing-qrels"):  # the CLI's names
-        sio.read_qrels(str(p), q, d, arg="--qrels", skip_arg="--skip-missing-qrels")
-    indptr, ids, info = sio.read_qrels(str(p), q, d, skip_missing=True)
+    assert "not in query_index" in msg and "\n" not in msg  # the Python names, no CLI flag
+    assert msg.startswith(f"{p}: ") and "--" not in msg
+    assert (e.value.parameter, e.value.path, e.value.line) == ("qrels", str(p), 2)
+    indptr, ids, info = ftrec.read_qrels(str(p), q, d, skip_missing=True)
     np.testing.assert_array_equal(indptr, [0, 1, 1])
     assert info["n_skipped"] == 2
     p.write_text("q1 0 d1 1\nq1 d1\tx y z\n")
-    with pytest.raises(sio.InputError, match="line 2"):
-        sio.read_qrels(str(p), q, d)
+    with pytest.raises(InputError, match="line 2"):
+        ftrec.read_qrels(str(p), q, d)
     p.write_text("q1 0 d1 0\n")
-    with pytest.raises(sio.InputError, match="no judgement"):
-        sio.read_qrels(str(p), q, d)
+    with pytest.raises(InputError, match="no judgement"):
+        ftrec.read_qrels(str(p), q, d)
 
 
 def test_read_texts(tmp_path):
     tsv = tmp_path / "collection.tsv"
     tsv.write_text("id\ttext\ttitle\n1\tfirst text\tT1\n2\tsecond\tT2\n")
-    assert sio.read_texts(str(tsv)) == {"1": ("T1", "first text"), "2": ("T2", "second")}
+    assert ftexts.read_texts(str(tsv)) == {"1": ("T1", "first text"), "2": ("T2", "second")}
     tsv.write_text("1\tplain\n2\tother\n")
-    assert sio.read_texts(str(tsv), {"2"}) == {"2": ("", "other")}
+    assert ftexts.read_texts(str(tsv), {"2"}) == {"2": ("", "other")}
     tsv.write_text("D1\thttp://x\tTitle\tBody text\n")
-    assert sio.read_texts(str(tsv)) == {"D1": ("Title", "Body text")}
+    assert ftexts.read_texts(str(tsv)) == {"D1": ("Title", "Body text")}
     jl = tmp_path / "corpus.jsonl"
     jl.write_text('{"_id": "a", "title": "t", "text": "x"}\n{"_id": "b", "text": "y"}\n')
-    assert sio.read_texts(str(jl)) == {"a": ("t", "x"), "b": ("", "y")}
+    assert ftexts.read_texts(str(jl)) == {"a": ("t", "x"), "b": ("", "y")}
     jl.write_text('{"name": "a"}\n')
-    with pytest.raises(sio.InputError, match="id field"):
-        sio.read_texts(str(jl))
+    with pytest.raises(InputError, match="id field"):
+        ftexts.read_texts(str(jl))
 
 
 # ------------------------------------------------------------------------------ atomic writes
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.txt"
     with pytest.raises(RuntimeError):
-        with sio._AtomicFile(str(target), "w") as f:
+        with atomic.AtomicFile(str(target), "w") as f:
             f.write("partial")
             raise RuntimeError("boom")
     assert os.listdir(tmp_path) == []
-    sio.atomic_write_text(str(target), "done\n")
+    atomic.atomic_write_text(str(target), "done\n")
     assert target.read_text() == "done\n"
     assert os.listdir(tmp_path) == ["out.txt"]
     # same permissions an ordinary open() would give
@@ -154,7 +163,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     os.umask(mask)
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o666 & ~mask
     with pytest.raises(ValueError, match="object"):
-        sio.atomic_save_npy(str(tmp_path / "x.npy"), np.array([None], dtype=object))
+        atomic.atomic_save_npy(str(tmp_path / "x.npy"), np.array([None], dtype=object))
 
 
 # ------------------------------------------------------------------------------ candidates
@@ -180,7 +189,7 @@ def test_candidates_round_trip_and_determinism(tmp_path):
     params = {"n": 3, "a": 0.5, "b": 0.0, "kernel": "gaussian", "seed": 1,
               "positive_choice": "random", "fallback": "lowest", "k": 5, "metric": "ip"}
     for name in ("c1", "c2"):
-        sio.save_candidates(str(tmp_path / name), cids, cs, pids, ps, qids, dids,
+        cand.save_candidates(str(tmp_path / name), cids, cs, pids, ps, qids, dids,
                             parameters=params)
     files = sorted(os.listdir(tmp_path / "c1"))
     assert files == ["candidate_ids.npy", "candidate_scores.npy", "doc_ids.txt", "header.json",
@@ -188,7 +197,7 @@ def test_candidates_round_trip_and_determinism(tmp_path):
     for f in files:  # deterministic bytes
         assert (tmp_path / "c1" / f).read_bytes() == (tmp_path / "c2" / f).read_bytes()
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
-    cf = sio.load_candidates(str(tmp_path / "c1"), verify=True)
+    cf = cand.load_candidates(str(tmp_path / "c1"), verify=True)
     np.testing.assert_array_equal(cf.candidate_ids, cids)
     np.testing.assert_array_equal(cf.candidate_scores, cs)
     np.testing.assert_array_equal(cf.positive_ids, pids)
@@ -196,34 +205,34 @@ def test_candidates_round_trip_and_determinism(tmp_path):
     assert cf.query_ids == qids and cf.doc_ids == dids
     assert cf.parameters == params
     h = cf.header
-    assert h["format"] == sio.CANDIDATES_FORMAT and h["version"] == sio.CANDIDATES_VERSION
-    assert h["ids"]["doc_ids"]["sha256"] == sio.ids_sha256(dids)
+    assert h["format"] == cand.CANDIDATES_FORMAT and h["version"] == cand.CANDIDATES_VERSION
+    assert h["ids"]["doc_ids"]["sha256"] == cand.ids_sha256(dids)
     assert h["arrays"]["positive_scores"]["shape"] == [4, 2]
     # tampering is detected by verify=True
     np.save(tmp_path / "c1" / "candidate_scores.npy", cs + 1)
-    with pytest.raises(sio.InputError, match="sha256"):
-        sio.load_candidates(str(tmp_path / "c1"), verify=True)
+    with pytest.raises(InputError, match="sha256"):
+        cand.load_candidates(str(tmp_path / "c1"), verify=True)
 
 
 def test_candidates_header_errors(tmp_path):
     cids, cs, pids, ps, qids, dids = _candidates()
     d = tmp_path / "c"
-    sio.save_candidates(str(d), cids, cs, pids, ps, qids, dids)
+    cand.save_candidates(str(d), cids, cs, pids, ps, qids, dids)
     hp = d / "header.json"
     h = json.loads(hp.read_text())
-    h["version"] = sio.CANDIDATES_VERSION + 1
+    h["version"] = cand.CANDIDATES_VERSION + 1
     hp.write_text(json.dumps(h))
-    with pytest.raises(sio.InputError, match="newer"):
-        sio.load_candidates(str(d))
+    with pytest.raises(InputError, match="newer"):
+        cand.load_candidates(str(d))
     h["format"] = "something-else"
     hp.write_text(json.dumps(h))
-    with pytest.raises(sio.InputError, match="format"):
-        sio.load_candidates(str(d))
-    with pytest.raises(sio.InputError, match="not found"):
-        sio.load_candidates(str(tmp_path / "nope"))
+    with pytest.raises(InputError, match="format"):
+        cand.load_candidates(str(d))
+    with pytest.raises(InputError, match="not found"):
+        cand.load_candidates(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(sio.InputError, match="header.json"):
-        sio.load_candidates(str(tmp_path / "empty"))
+    with pytest.raises(InputError, match="header.json"):
+        cand.load_candidates(str(tmp_path / "empty"))
 
 
 # ------------------------------------------------------------------------------ negatives
@@ -237,7 +246,7 @@ def _epoch(texts=False):
     neg = np.array([[0, 2, 1], [3, 8, -1], [9, 6, 0]], np.int64)
     neg_s = np.array([[3.5, 1.0, 2.0], [0.1, -0.3, np.nan], [0.7, 0.2, 0.1]], np.float32)
     neg_r = np.array([[1, 3, 2], [1, 4, 0], [7, 8, 9]], np.int64)
-    e = sio.EpochNegatives(qids, dids, pos, pos_s, neg, neg_s, neg_r)
+    e = fneg.EpochNegatives(qids, dids, pos, pos_s, neg, neg_s, neg_r)
     if texts:
         e.query_texts = {q: ("", f"what is {q}?\twith tab") for q in qids}
         e.doc_texts = {d: (f"T{d}" if d != "d3" else "", f"text of {d} ü") for d in dids}
@@ -269,9 +278,9 @@ def test_tevatron_2x_records_and_corpus_follow_its_schema(tmp_path):
     e = _epoch(texts=True)
     p = str(tmp_path / "train.jsonl")
     with pytest.warns(UserWarning, match="1 without a positive"):
-        stats = sio.write_negatives(p, e, "tevatron")
+        stats = fneg.write_negatives(p, e, "tevatron")
     corpus = str(tmp_path / "train.corpus.jsonl")
-    assert stats["corpus_path"] == corpus == sio.tevatron_corpus_path(p)
+    assert stats["corpus_path"] == corpus == fneg.tevatron_corpus_path(p)
     assert stats["rows"] == 2 and stats["dropped_no_positive"] == 1
     recs = _jsonl(p)
     docs = _jsonl(corpus)
@@ -304,25 +313,25 @@ def test_tevatron_2x_records_and_corpus_follow_its_schema(tmp_path):
         for did in g["negative_document_ids"]:
             assert (cor[index[did]]["title"], cor[index[did]]["text"]) == e.doc_texts[did]
     # read back by this package too
-    assert sio.detect_format(p) == "tevatron" and sio.detect_format(corpus) == "tevatron-corpus"
-    back = sio.read_negatives(p)
+    assert fneg.detect_format(p) == "tevatron" and fneg.detect_format(corpus) == "tevatron-corpus"
+    back = fneg.read_negatives(p)
     assert [(r["query_id"], r["positives"], r["negatives"]) for r in back] == want
     assert [r["query"] for r in back] == [r["query_text"] for r in recs]
-    with pytest.raises(sio.InputError, match="corpus file"):
-        sio.read_negatives(corpus)
+    with pytest.raises(InputError, match="corpus file"):
+        fneg.read_negatives(corpus)
 
 
 def test_tevatron_needs_texts_unless_ids_only(tmp_path):
     e = _epoch(texts=False)
     p = str(tmp_path / "t.jsonl")
     with pytest.raises(ValueError, match="query_text.*ids_only=True"):
-        sio.write_negatives(p, e, "tevatron")
+        fneg.write_negatives(p, e, "tevatron")
     for fmt in ("tevatron-legacy", "sentence-transformers"):
         with pytest.raises(ValueError, match="needs query and document texts"):
-            sio.write_negatives(p, e, fmt)
+            fneg.write_negatives(p, e, fmt)
     assert os.listdir(tmp_path) == []
     with pytest.warns(UserWarning):
-        stats = sio.write_negatives(p, e, "tevatron", ids_only=True)
+        stats = fneg.write_negatives(p, e, "tevatron", ids_only=True)
     assert "corpus_path" not in stats and os.listdir(tmp_path) == ["t.jsonl"]
     recs = _jsonl(p)
     assert all(list(r) == ["query_id", "positive_document_ids", "negative_document_ids"]
@@ -330,18 +339,18 @@ def test_tevatron_needs_texts_unless_ids_only(tmp_path):
     assert [(r["query_id"], r["positive_document_ids"], r["negative_document_ids"])
             for r in recs] == _expected(e, training=True)
     with pytest.raises(ValueError, match="tevatron-legacy"):
-        sio.write_negatives(p, _epoch(True), "tevatron-legacy", ids_only=True)
+        fneg.write_negatives(p, _epoch(True), "tevatron-legacy", ids_only=True)
     with pytest.raises(ValueError, match="corpus_path"):
-        sio.write_negatives(p, _epoch(True), "tevatron", corpus_path=p)
+        fneg.write_negatives(p, _epoch(True), "tevatron", corpus_path=p)
 
 
 def test_tevatron_legacy_round_trip(tmp_path):
     e = _epoch(texts=True)
     p = str(tmp_path / "neg.jsonl")
     with pytest.warns(UserWarning):
-        sio.write_negatives(p, e, "tevatron-legacy")
-    assert sio.detect_format(p) == "tevatron-legacy"
-    recs = sio.read_negatives(p)
+        fneg.write_negatives(p, e, "tevatron-legacy")
+    assert fneg.detect_format(p) == "tevatron-legacy"
+    recs = fneg.read_negatives(p)
     assert [(r["query_id"], r["positives"], r["negatives"]) for r in recs] == \
         _expected(e, training=True)
     for rec in recs:
@@ -360,9 +369,9 @@ def test_sentence_transformers_rows_follow_the_one_policy(tmp_path, ext, texts):
     e = _epoch(texts)
     p = str(tmp_path / ("neg" + ext))
     with pytest.warns(UserWarning, match="1 without a positive"):
-        stats = sio.write_negatives(p, e, "sentence-transformers", ids_only=not texts)
+        stats = fneg.write_negatives(p, e, "sentence-transformers", ids_only=not texts)
     assert stats["rows"] == 2 and stats["short"] == 1
-    assert sio.detect_format(p) == "sentence-transformers"
+    assert fneg.detect_format(p) == "sentence-transformers"
 
     def tx(d):
         if not texts:
@@ -391,33 +400,33 @@ def test_sentence_transformers_on_short_drop_and_raise(tmp_path):
     e = _epoch(texts=True)
     p = str(tmp_path / "neg.jsonl")
     with pytest.warns(UserWarning, match="fewer than n=3"):
-        stats = sio.write_negatives(p, e, "sentence-transformers", on_short="drop")
+        stats = fneg.write_negatives(p, e, "sentence-transformers", on_short="drop")
     assert stats["rows"] == 1 and stats["dropped_short"] == 1
     assert [r["anchor"] for r in _jsonl(p)] == [e.query_texts["q1"][1]]
     os.unlink(p)
     with pytest.raises(ValueError, match="on_short='raise'.*'q2'"):
-        sio.write_negatives(p, e, "sentence-transformers", on_short="raise")
+        fneg.write_negatives(p, e, "sentence-transformers", on_short="raise")
     with pytest.raises(ValueError, match="on_short must be"):
-        sio.write_negatives(p, e, "sentence-transformers", on_short="pad")
+        fneg.write_negatives(p, e, "sentence-transformers", on_short="pad")
     e.positive_rows[:] = -1  # nothing left to write: an error, not an empty training file
     with pytest.raises(ValueError, match="would be empty"):
-        sio.write_negatives(p, e, "sentence-transformers")
+        fneg.write_negatives(p, e, "sentence-transformers")
     assert os.listdir(tmp_path) == []
-    assert sio.st_fill_negatives(["a", "b"], 5) == ["a", "b", "a", "b", "a"]
-    assert sio.st_fill_negatives(["a", "b"], 5, "drop") is None
-    assert sio.st_fill_negatives([], 2) is None
-    assert sio.st_fill_negatives(["a", "b", "c"], 2) == ["a", "b"]
+    assert fneg.st_fill_negatives(["a", "b"], 5) == ["a", "b", "a", "b", "a"]
+    assert fneg.st_fill_negatives(["a", "b"], 5, "drop") is None
+    assert fneg.st_fill_negatives([], 2) is None
+    assert fneg.st_fill_negatives(["a", "b", "c"], 2) == ["a", "b"]
 
 
 def test_trec_run_round_trip(tmp_path):
     e = _epoch()
     p = str(tmp_path / "neg.trec")
-    sio.write_negatives(p, e, "trec", tag="mytag")
+    fneg.write_negatives(p, e, "trec", tag="mytag")
     lines = open(p).read().splitlines()
     assert lines[0] == "q1 Q0 d0 1 3.5 mytag"
     assert all(len(ln.split()) == 6 for ln in lines)
-    recs = sio.read_negatives(p)
-    assert sio.detect_format(p) == "trec"
+    recs = fneg.read_negatives(p)
+    assert fneg.detect_format(p) == "trec"
     for rec, i in zip(recs, range(3), strict=True):
         sel = e.negative_rows[i] >= 0
         order = np.argsort(e.negative_ranks[i][sel], kind="stable")
@@ -426,16 +435,16 @@ def test_trec_run_round_trip(tmp_path):
         np.testing.assert_array_equal(np.float32(rec["negative_scores"]),
                                       e.negative_scores[i][sel][order])
     with pytest.raises(ValueError, match="tag"):
-        sio.write_negatives(p, e, "trec", tag="two words")
+        fneg.write_negatives(p, e, "trec", tag="two words")
 
 
 @pytest.mark.parametrize("texts", [False, True])
 def test_simxns_round_trip(tmp_path, texts):
     e = _epoch(texts)
     p = str(tmp_path / "neg.tsv")
-    sio.write_negatives(p, e, "simxns")
-    assert sio.detect_format(p) == "simxns"
-    recs = sio.read_negatives(p)
+    fneg.write_negatives(p, e, "simxns")
+    assert fneg.detect_format(p) == "simxns"
+    recs = fneg.read_negatives(p)
     for i, (rec, (q, pos, negs)) in enumerate(zip(recs, _expected(e), strict=True)):
         assert rec["query_id"] == q and rec["positives"] == pos and rec["negatives"] == negs
         np.testing.assert_array_equal(np.float32(rec["negative_scores"]),
@@ -455,8 +464,8 @@ def test_writers_are_deterministic_and_atomic(tmp_path, fmt, ext):
     a, b = str(tmp_path / ("a" + ext)), str(tmp_path / ("b" + ext))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        sio.write_negatives(a, e, fmt)
-        sio.write_negatives(b, e, fmt)
+        fneg.write_negatives(a, e, fmt)
+        fneg.write_negatives(b, e, fmt)
     assert open(a, "rb").read() == open(b, "rb").read()
     written = sorted(os.listdir(tmp_path))
     if fmt == "tevatron":
@@ -469,7 +478,7 @@ def test_writers_are_deterministic_and_atomic(tmp_path, fmt, ext):
         del e.query_texts["q2"]
         c = str(tmp_path / ("c" + ext))
         with pytest.raises(ValueError, match=r"neg\.(query|doc)_texts has no text"):
-            sio.write_negatives(c, e, fmt)
+            fneg.write_negatives(c, e, fmt)
         assert sorted(os.listdir(tmp_path)) == written
 
 
@@ -485,26 +494,26 @@ def test_kill_mid_write_leaves_a_temp_that_is_found_and_removed(tmp_path):
             tmp_path / "neg.jsonl.abcdefgh.tmp", tmp_path / ".neg.jsonl.abcdefgh.tmpx"]
     for k in keep:
         k.write_text("keep")
-    removed = sio.remove_stale_temp_files(str(target))
+    removed = atomic.remove_stale_temp_files(str(target))
     assert sorted(removed) == sorted([s.name for s in stale] + [".neg.jsonl.dir45678.tmp"])
     assert sorted(os.listdir(tmp_path)) == sorted(k.name for k in keep)
     # the writer's own temp names match the pattern
-    tmp = sio._tmp_path(str(target))
-    assert sio.remove_stale_temp_files(str(target)) == [os.path.basename(tmp)]
+    tmp = atomic.tmp_path(str(target))
+    assert atomic.remove_stale_temp_files(str(target)) == [os.path.basename(tmp)]
 
 
 def test_format_from_extension_and_detect(tmp_path):
-    assert sio.format_from_extension("x.parquet") == "sentence-transformers"
-    assert sio.format_from_extension("x.run") == "trec"
-    assert sio.format_from_extension("x.tsv") == "simxns"
-    assert sio.format_from_extension("x.jsonl") == "tevatron"
-    assert sio.format_from_extension("x.bin") is None
-    assert sio.tevatron_corpus_path("a/x.jsonl") == "a/x.corpus.jsonl"
-    assert sio.tevatron_corpus_path("a/x.txt") == "a/x.txt.corpus.jsonl"
+    assert fneg.format_from_extension("x.parquet") == "sentence-transformers"
+    assert fneg.format_from_extension("x.run") == "trec"
+    assert fneg.format_from_extension("x.tsv") == "simxns"
+    assert fneg.format_from_extension("x.jsonl") == "tevatron"
+    assert fneg.format_from_extension("x.bin") is None
+    assert fneg.tevatron_corpus_path("a/x.jsonl") == "a/x.corpus.jsonl"
+    assert fneg.tevatron_corpus_path("a/x.txt") == "a/x.txt.corpus.jsonl"
     p = tmp_path / "odd.txt"
     p.write_text("a b c\n")
-    with pytest.raises(sio.InputError, match="not a negatives file"):
-        sio.detect_format(str(p))
+    with pytest.raises(InputError, match="not a negatives file"):
+        fneg.detect_format(str(p))
 
 
 @pytest.mark.parametrize("name,content", [
@@ -528,8 +537,8 @@ def test_format_from_extension_and_detect(tmp_path):
 def test_reading_malformed_negatives_is_an_input_error(tmp_path, name, content):
     p = tmp_path / name
     p.write_bytes(content)
-    with pytest.raises(sio.InputError) as e:
-        sio.read_negatives(str(p))
+    with pytest.raises(InputError) as e:
+        fneg.read_negatives(str(p))
     msg = str(e.value)
     assert str(p) in msg and "\n" not in msg
 
@@ -540,20 +549,20 @@ def test_text_files_must_be_utf8_and_name_the_line(tmp_path):
     d = _index(["d1", "d2"])
     bad = b"\xe9t\xe9"  # latin-1
     cases = [
-        ("ids.txt", b"q1\n" + bad + b"\n", lambda p: sio.read_ids(p, arg="--doc-ids")),
+        ("ids.txt", b"q1\n" + bad + b"\n", lambda p: emb.read_ids(p)),
         ("qrels.txt", b"q1 0 d1 1\nq2 0 " + bad + b" 1\n",
-         lambda p: sio.read_qrels(p, q, d, arg="--qrels")),
+         lambda p: ftrec.read_qrels(p, q, d)),
         ("texts.tsv", b"d1\tok\nd2\t" + bad + b"\n",
-         lambda p: sio.read_texts(p, arg="--doc-texts")),
+         lambda p: ftexts.read_texts(p)),
         ("texts.jsonl", b'{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": "' + bad + b'"}\n',
-         lambda p: sio.read_texts(p, arg="--doc-texts")),
+         lambda p: ftexts.read_texts(p)),
         ("cov.jsonl", b'{"_id": "d1", "text": "' + bad + b'"}\n',
-         lambda p: sio.text_coverage(p, d, arg="--doc-texts")),
+         lambda p: ftexts.text_coverage(p, d)),
     ]
     for name, data, fn in cases:
         p = tmp_path / name
         p.write_bytes(data)
-        with pytest.raises(sio.InputError, match="not UTF-8") as e:
+        with pytest.raises(InputError, match="not UTF-8") as e:
             fn(str(p))
         msg = str(e.value)
         assert str(p) in msg and ("line 2" in msg or "line 1" in msg)
@@ -561,10 +570,10 @@ def test_text_files_must_be_utf8_and_name_the_line(tmp_path):
     # a byte-order mark is not part of the first id
     p = tmp_path / "bom.txt"
     p.write_bytes(b"\xef\xbb\xbfq1\r\nq2\n")
-    assert sio.read_ids(str(p)) == ["q1", "q2"]
+    assert emb.read_ids(str(p)) == ["q1", "q2"]
     p.write_bytes(b"q1\nq\x002\n")
-    with pytest.raises(sio.InputError, match="control"):
-        sio.read_ids(str(p))
+    with pytest.raises(InputError, match="control"):
+        emb.read_ids(str(p))
 
 
 @pytest.mark.parametrize("line,match", [
@@ -583,31 +592,31 @@ def test_text_files_must_be_utf8_and_name_the_line(tmp_path):
 def test_read_texts_jsonl_refuses_what_it_would_guess_at(tmp_path, line, match):
     p = tmp_path / "c.jsonl"
     p.write_text(line + "\n", encoding="utf-8")
-    with pytest.raises(sio.InputError, match=match) as e:
-        sio.read_texts(str(p), arg="--doc-texts")
-    assert str(e.value).startswith(f"--doc-texts {p}: line ")
-    with pytest.raises(sio.InputError, match=match):
-        sio.text_coverage(str(p), {"d1": 0}, arg="--doc-texts")
+    with pytest.raises(InputError, match=match) as e:
+        ftexts.read_texts(str(p))
+    assert str(e.value).startswith(f"{p}: line ")
+    with pytest.raises(InputError, match=match):
+        ftexts.text_coverage(str(p), {"d1": 0})
 
 
 def test_text_coverage_and_tsv_errors(tmp_path):
     p = tmp_path / "c.tsv"
     p.write_text("id\ttext\nd1\tone\nd3\tthree\tT3\nx\tnot wanted\n")
-    np.testing.assert_array_equal(sio.text_coverage(str(p), _index(["d1", "d2", "d3"])),
+    np.testing.assert_array_equal(ftexts.text_coverage(str(p), _index(["d1", "d2", "d3"])),
                                   [True, False, True])
     for text, match in [("d1\tone\td\te\tf\n", "5 field"), ("\tno id\n", "empty"),
                         ("d1\tone\nd1\ttwo\n", "second time")]:
         p.write_text(text)
-        with pytest.raises(sio.InputError, match=match):
-            sio.read_texts(str(p), arg="--doc-texts")
+        with pytest.raises(InputError, match=match):
+            ftexts.read_texts(str(p))
 
 
 def test_qrels_relevance_must_be_finite(tmp_path):
     p = tmp_path / "q.txt"
     for rel in ("nan", "inf", "-inf"):
         p.write_text(f"q1 0 d1 1\nq1 0 d2 {rel}\n")
-        with pytest.raises(sio.InputError, match="line 2: relevance .* finite"):
-            sio.read_qrels(str(p), _index(["q1"]), _index(["d1", "d2"]))
+        with pytest.raises(InputError, match="line 2: relevance .* finite"):
+            ftrec.read_qrels(str(p), _index(["q1"]), _index(["d1", "d2"]))
 
 
 def test_read_embeddings_truncated_and_foreign_npy(tmp_path):
@@ -622,16 +631,17 @@ def test_read_embeddings_truncated_and_foreign_npy(tmp_path):
             np.save(p, np.ones((3, 4), ">f4"))
         else:
             p.write_bytes(data)
-        with pytest.raises(sio.InputError) as e:
-            sio.read_embeddings(str(p), arg="--corpus")
-        assert str(e.value).startswith(f"--corpus {p}: ") and "\n" not in str(e.value)
+        with pytest.raises(InputError) as e:
+            emb.read_embeddings(str(p), parameter="corpus")
+        assert str(e.value).startswith(f"{p}: ") and "\n" not in str(e.value)
+        assert e.value.parameter == "corpus"
 
 
 # ------------------------------------------------------------------------------ damaged candidates
 def _saved(tmp_path):
     cids, cs, pids, ps, qids, dids = _candidates()
     d = tmp_path / "c"
-    sio.save_candidates(str(d), cids, cs, pids, ps, qids, dids, parameters={"n": 2})
+    cand.save_candidates(str(d), cids, cs, pids, ps, qids, dids, parameters={"n": 2})
     return d
 
 
@@ -716,12 +726,41 @@ DAMAGE = ["header_cut", "header_not_utf8", "header_list", "header_no_arrays", "h
 @pytest.mark.parametrize("case", DAMAGE)
 def test_damaged_candidates_directory_is_a_clear_error(tmp_path, case):
     d = _saved(tmp_path)
-    sio.load_candidates(str(d), verify=True)  # intact: loads
+    cand.load_candidates(str(d), verify=True)  # intact: loads
     needs_verify = _damage(d, case)
     if needs_verify:  # without the digests it still loads (shapes and bounds are right)
-        sio.load_candidates(str(d))
+        cand.load_candidates(str(d))
     for verify in (True, False) if not needs_verify else (True,):
-        with pytest.raises(sio.InputError) as e:
-            sio.load_candidates(str(d), verify=verify, arg="--candidates")
+        with pytest.raises(InputError) as e:
+            cand.load_candidates(str(d), verify=verify, parameter="candidates")
         msg = str(e.value)
-        assert msg.startswith("--candidates ") and str(d) in msg and "\n" not in msg
+        assert msg.startswith(str(d)) and "\n" not in msg and " --" not in msg
+        assert e.value.parameter == "candidates"
+
+
+def test_negatives_format_keyword_and_its_deprecated_spelling(tmp_path):
+    from simans_fast._validate import ParameterError
+    from simans_fast.formats import get_format
+
+    e = _epoch(True)
+    a, b = str(tmp_path / "a.trec"), str(tmp_path / "b.trec")
+    fneg.write_negatives(a, e, format="trec")
+    with pytest.warns(DeprecationWarning, match=r"write_negatives\(\): fmt= is deprecated"):
+        fneg.write_negatives(b, e, fmt="trec")
+    assert open(a, "rb").read() == open(b, "rb").read()
+    with pytest.warns(DeprecationWarning):
+        assert fneg.read_negatives(b, fmt="trec") == fneg.read_negatives(a, "trec")
+    with pytest.raises(ParameterError) as err:
+        fneg.write_negatives(a, e, "csv")
+    assert err.value.parameter == "format" and "format must be one of" in str(err.value)
+    with pytest.raises(TypeError, match="format="):
+        fneg.write_negatives(a, e, format="trec", fmt="simxns")
+    # the dispatch goes through the registry: each format's own writer and reader
+    for name, fname in (("simxns", "x.tsv"), ("trec", "x.trec"), ("tevatron", "x.jsonl"),
+                        ("sentence-transformers", "st.jsonl")):
+        p = str(tmp_path / fname)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # q3 has no positive: dropped
+            fneg.write_negatives(p, e, name, ids_only=name != "simxns")
+        direct = get_format(name).read_epoch(p, name)
+        assert fneg.read_negatives(p) == direct and len(direct) >= 2

@@ -85,8 +85,8 @@ def test_chunking_and_qrels_forms_give_the_same_candidates():
     indptr, ids = normalize_qrels(lists, 30, 400)
     mapping = {i: np.array(v) for i, v in enumerate(lists)}
     a = mine_candidates(queries, corpus, lists, k=20)
-    b = mine_candidates(queries, corpus, (indptr, ids), k=20, chunk_size=7)
-    c = mine_candidates(queries, corpus, mapping, k=20, chunk_size=1)
+    b = mine_candidates(queries, corpus, (indptr, ids), k=20, query_block=7)
+    c = mine_candidates(queries, corpus, mapping, k=20, query_block=1)
     for x in (b, c):
         np.testing.assert_array_equal(a.candidate_ids, x.candidate_ids)
         np.testing.assert_array_equal(a.positive_ids, x.positive_ids)
@@ -94,7 +94,7 @@ def test_chunking_and_qrels_forms_give_the_same_candidates():
         np.testing.assert_allclose(a.candidate_scores, x.candidate_scores, rtol=1e-6, atol=1e-5)
         np.testing.assert_allclose(a.positive_scores, x.positive_scores, rtol=1e-6, atol=1e-5)
     # the same chunking twice gives the same bits
-    d = mine_candidates(queries, corpus, lists, k=20, chunk_size=7)
+    d = mine_candidates(queries, corpus, lists, k=20, query_block=7)
     np.testing.assert_array_equal(b.candidate_scores, d.candidate_scores)
 
 
@@ -189,8 +189,15 @@ def test_mine_input_errors():
         mine_candidates(queries[:, :5], corpus, [[0]] * 30, k=5)
     with pytest.raises(ValueError, match="2-D"):
         mine_candidates(queries[0], corpus, [[0]], k=5)
-    with pytest.raises(ValueError, match="chunk_size"):
-        mine_candidates(queries, corpus, [[0]] * 30, k=5, chunk_size=0)
+    with pytest.raises(ValueError, match="query_block"):
+        mine_candidates(queries, corpus, [[0]] * 30, k=5, query_block=0)
+    # the old name still works for one release, with a DeprecationWarning
+    with pytest.warns(DeprecationWarning, match="chunk_size"):
+        old = mine_candidates(queries, corpus, [[0]] * 30, k=5, chunk_size=7)
+    new = mine_candidates(queries, corpus, [[0]] * 30, k=5, query_block=7)
+    np.testing.assert_array_equal(old.candidate_ids, new.candidate_ids)
+    with pytest.raises(TypeError, match="query_block"):
+        mine_candidates(queries, corpus, [[0]] * 30, k=5, chunk_size=7, query_block=7)
 
 
 def test_sf_mine_is_the_function_after_importing_the_pipeline_module():
@@ -202,3 +209,171 @@ def test_sf_mine_is_the_function_after_importing_the_pipeline_module():
     sampler = sf.mine(queries, corpus, [[0], [1], [2], [3]], k=10, n=2)
     assert isinstance(sampler, sf.SimANSSampler)
     assert sampler.sample(epoch=0).shape == (4, 2)
+
+
+# ------------------------------------------------------------------ the resumable MiningJob
+def _job_inputs(n_q=23, n_docs=300):
+    queries, corpus = _data(n_docs=n_docs, n_q=n_q, seed=7)
+    qrels = [[i % n_docs, (3 * i + 1) % n_docs] if i % 5 else [] for i in range(n_q)]
+    indptr, ids = normalize_qrels(qrels, n_q, n_docs)
+    pos = positive_matrix(indptr, ids)
+    qids = [f"q{i}" for i in range(n_q)]
+    dids = [f"d{j}" for j in range(n_docs)]
+    return queries, corpus, qrels, (indptr, ids), pos, qids, dids
+
+
+def _job(out, pos, qids, dids, *, query_block, callback=None, identity=None):
+    from simans_fast.pipeline import MiningJob
+
+    params = {"n": 4, "a": 0.5, "b": 0.0, "kernel": "gaussian", "seed": 1,
+              "positive_choice": "random", "fallback": "lowest"}
+    identity = identity or {"what": "test", "parameters": params}
+    return MiningJob(out, identity, query_ids=qids, doc_ids=dids, positives=pos, k=9,
+                     parameters=params, query_block=query_block, callback=callback)
+
+
+def _dir_bytes(d):
+    import os
+
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))}
+
+
+def test_mining_job_matches_mine_candidates_and_calls_back_in_order(tmp_path):
+    from simans_fast.pipeline import CALLBACK_POINTS
+
+    queries, corpus, qrels, csr, pos, qids, dids = _job_inputs()
+    seen = []
+    job = _job(tmp_path / "a", pos, qids, dids, query_block=5,
+               callback=lambda point, info: seen.append((point, info.get("chunk"))))
+    cf = job.run(queries, corpus, csr)
+    ref = mine_candidates(queries, corpus, qrels, k=9)
+    np.testing.assert_array_equal(np.asarray(cf.candidate_ids), ref.candidate_ids)
+    np.testing.assert_array_equal(np.asarray(cf.candidate_scores), ref.candidate_scores)
+    np.testing.assert_array_equal(np.asarray(cf.positive_ids), ref.positive_ids)
+    np.testing.assert_array_equal(np.asarray(cf.positive_scores), ref.positive_scores)
+    assert cf.query_ids == qids and cf.doc_ids == dids
+    assert cf.parameters["k"] == 9 and cf.header["provenance"]["job"] == job.identity
+    assert job.n_chunks == 5
+    want = [p for c in range(5) for p in (("chunk_ready", c), ("chunk_written", c))]
+    want += [("assembled", None), ("candidates_written", None), ("work_removed", None)]
+    assert seen == want and {p for p, _ in seen} == set(CALLBACK_POINTS)
+    assert not (tmp_path / "a" / ".simans-work").exists()
+    # the block size changes nothing in the files
+    other = _job(tmp_path / "b", pos, qids, dids, query_block=1000)
+    other.run(queries, corpus, csr)
+    assert _dir_bytes(tmp_path / "a" / "candidates") == _dir_bytes(tmp_path / "b" / "candidates")
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("point,chunk", [("chunk_ready", 2), ("chunk_written", 1),
+                                         ("assembled", None)])
+def test_mining_job_resumes_after_a_crash_byte_identical(tmp_path, point, chunk):
+    from simans_fast._validate import InputError
+
+    queries, corpus, qrels, csr, pos, qids, dids = _job_inputs()
+    ref = _job(tmp_path / "ref", pos, qids, dids, query_block=4)
+    ref.run(queries, corpus, csr)
+
+    def crash(p, info):
+        if p == point and info.get("chunk") == chunk:
+            raise _Crash(p)
+
+    out = tmp_path / "run"
+    with pytest.raises(_Crash):
+        _job(out, pos, qids, dids, query_block=4, callback=crash).run(queries, corpus, csr)
+    assert not (out / "candidates").exists()
+    # a run is there: it needs resume (or overwrite); the error names the output parameter
+    with pytest.raises(InputError, match="resume=True") as e:
+        _job(out, pos, qids, dids, query_block=4).run(queries, corpus, csr)
+    assert e.value.parameter == "out"
+    # another identity is refused, nothing touched
+    with pytest.raises(InputError, match="different"):
+        _job(out, pos, qids, dids, query_block=4, identity={"other": 1}).run(
+            queries, corpus, csr, resume=True)
+    job = _job(out, pos, qids, dids, query_block=4)
+    job.run(queries, corpus, csr, resume=True)
+    if point.startswith("chunk"):
+        assert job.chunks_reused == chunk + (1 if point == "chunk_written" else 0)
+    assert _dir_bytes(out / "candidates") == _dir_bytes(tmp_path / "ref" / "candidates")
+    assert sorted(p.name for p in out.iterdir()) == ["candidates"]  # no debris left
+
+
+def test_mining_job_verifies_finished_candidates_it_reuses(tmp_path):
+    import json
+
+    from simans_fast._validate import InputError
+
+    queries, corpus, qrels, csr, pos, qids, dids = _job_inputs()
+    out = tmp_path / "run"
+    _job(out, pos, qids, dids, query_block=6).run(queries, corpus, csr)
+    job = _job(out, pos, qids, dids, query_block=6)
+    assert job.prepare(resume=True) == "candidates"
+    cf = job.verify()
+    assert cf.query_ids == qids
+    # other positives than the job's: refused, naming the file
+    pos2 = pos.copy()
+    pos2[0, 0] = (pos2[0, 0] + 1) % len(dids)
+    with pytest.raises(InputError, match="positive_ids.npy"):
+        _job(out, pos2, qids, dids, query_block=6).verify()
+    # a header edited behind the job's back (digests still fine): refused, naming the key
+    hp = out / "candidates" / "header.json"
+    h = json.loads(hp.read_text())
+    h["parameters"]["a"] = 2.0
+    hp.write_text(json.dumps(h))
+    with pytest.raises(InputError, match="parameters.a") as e:
+        _job(out, pos, qids, dids, query_block=6).verify()
+    assert e.value.parameter == "out" and e.value.path == str(hp)
+
+
+def test_mining_job_redoes_damaged_checkpoints(tmp_path):
+    queries, corpus, qrels, csr, pos, qids, dids = _job_inputs()
+    ref = _job(tmp_path / "ref", pos, qids, dids, query_block=4)
+    ref.run(queries, corpus, csr)
+
+    def crash(p, info):
+        if p == "assembled":
+            raise _Crash(p)
+
+    out = tmp_path / "run"
+    with pytest.raises(_Crash):
+        _job(out, pos, qids, dids, query_block=4, callback=crash).run(queries, corpus, csr)
+    chunks = out / ".simans-work" / "chunks"
+    f = chunks / "c0000001" / "candidate_scores.npy"
+    f.write_bytes(f.read_bytes()[:-8])
+    (chunks / "c0000003" / "manifest.json").write_text("{")
+    job = _job(out, pos, qids, dids, query_block=4)
+    assert job.prepare(resume=True) == "chunks"
+    done = job.scan()
+    assert job.chunks_discarded == 2 and done == {0, 2, 4, 5}
+    job.mine(queries, corpus, csr)
+    job.assemble()
+    job.remove_work()
+    assert _dir_bytes(out / "candidates") == _dir_bytes(tmp_path / "ref" / "candidates")
+
+
+def test_epoch_negatives_default_simans_equals_the_sampler():
+    from simans_fast.pipeline import MinedCandidates, epoch_negatives
+
+    queries, corpus, qrels, csr, pos, qids, dids = _job_inputs()
+    mined = mine_candidates(queries, corpus, qrels, k=9)
+
+    class Cands:
+        candidate_ids, candidate_scores = mined.candidate_ids, mined.candidate_scores
+        positive_ids, positive_scores = mined.positive_ids, mined.positive_scores
+        query_ids, doc_ids = qids, dids
+
+    params = {"n": 4, "a": 0.5, "b": 0.0, "kernel": "gaussian", "seed": 1,
+              "positive_choice": "random", "fallback": "lowest"}
+    neg = epoch_negatives(Cands, 3, params)
+    smp = sf.SimANSSampler(mined.candidate_ids, mined.candidate_scores, mined.positive_scores,
+                           n=4, a=0.5, b=0.0, seed=1)
+    np.testing.assert_array_equal(neg.negative_rows, smp.sample(epoch=3))
+    # the positive of the epoch first
+    pi = smp.positive_index(epoch=3)
+    rows = np.arange(len(qids))
+    ok = pi >= 0
+    np.testing.assert_array_equal(neg.positive_rows[ok, 0], mined.positive_ids[rows[ok], pi[ok]])
+    assert isinstance(mined, MinedCandidates)

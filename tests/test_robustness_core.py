@@ -437,7 +437,7 @@ def _all_entry_points(ids, s, pos):
     yield "SimANSSampler", lambda: SimANSSampler(ids, s, pos, n=3)
     yield "SimANSSampler 2-D", lambda: SimANSSampler(ids, s, np.stack([pos, pos], 1), n=3)
     yield "ambiguity_log_weights", lambda: sf.ambiguity_log_weights(
-        s, pos, candidate_ids=ids, missing_positive="uniform")
+        s, pos, candidate_ids=ids, fallback="uniform")
     yield "check_candidates", lambda: core.check_candidates(ids, s)
 
 
@@ -647,7 +647,7 @@ def test_any_shape_has_a_defined_result(n_q, k, n, m, choice, fallback, seed, da
     np.testing.assert_array_equal(
         neg, sf.simans_negatives(ids, s, _chosen(pos2, col), n, epoch=3, **kw))
     lw = sf.ambiguity_log_weights(s, pos2[:, 0] if pos2.shape[1] else np.full(n_q, np.nan),
-                                  candidate_ids=ids, missing_positive="uniform")
+                                  candidate_ids=ids, fallback="uniform")
     assert lw.shape == (n_q, k)
     cols = sf.sample(sf.build_alias(lw), n, seed=seed)
     assert cols.shape == (n_q, n)

@@ -103,7 +103,7 @@ def test_iterable_dataset_shards_cover_every_query_once():
     want = s.sample(epoch=0)
     seen = []
     for rank in range(3):
-        ds = SimANSIterableDataset(s, rank=rank, world_size=3, drop_last=True, chunk_size=4)
+        ds = SimANSIterableDataset(s, rank=rank, world_size=3, drop_last=True, query_block=4)
         items = list(ds)
         assert len(items) == len(ds) == 7
         for it in items:
@@ -205,3 +205,75 @@ def test_set_sampler_and_errors():
         SimANSIterableDataset(s, rank=2, world_size=2)
     with pytest.raises(ValueError, match="batch_size"):
         SimANSIterableDataset(s, batch_size=0)
+
+
+@pytest.mark.parametrize("m, fallback, choice", [(1, "lowest", "random"), (3, "lowest", "random"),
+                                                 (3, "uniform", "random"),
+                                                 (3, "lowest", "highest")])
+def test_one_pass_batch_equals_sample_and_positive_index(m, fallback, choice):
+    """The batch path (negatives and positive index from one kernel pass) gives exactly
+    ``sample`` and ``positive_index``, for rows in any order and with repeats, serial and
+    parallel, including rows whose positive is unknown (fallback) or chosen among several."""
+    rng = np.random.default_rng(7)
+    n_q, k = 60, 12
+    ids = rng.integers(0, 1000, (n_q, k)).astype(np.int64)
+    ids[3, 5:] = -1
+    scores = rng.normal(size=(n_q, k)).astype(np.float32)
+    pos = rng.normal(0.3, 0.5, (n_q, m)) if m > 1 else rng.normal(0.3, 0.5, n_q)
+    if m > 1:
+        pos[rng.random((n_q, m)) < 0.4] = np.nan
+        pos[4] = np.nan
+    else:
+        pos[4] = np.nan
+    s = sf.SimANSSampler(ids, scores, pos, n=5, seed=11, fallback=fallback,
+                         positive_choice=choice)
+    rows = np.concatenate([rng.permutation(n_q), [4, 4, 0]]).astype(np.int64)
+    for epoch in (0, 3):
+        want_neg = s.sample(rows=rows, epoch=epoch)
+        want_pidx = s.positive_index(rows=rows, epoch=epoch)
+        assert (want_pidx == -1).any() and (want_pidx >= 0).any()
+        for par in (False, True):
+            neg, pidx = s._sample_batch(rows, epoch, par)
+            np.testing.assert_array_equal(neg, want_neg)
+            np.testing.assert_array_equal(pidx, want_pidx)
+        ds = SimANSDataset(s, epoch=epoch)
+        b = collate_simans(ds.__getitems__(rows.tolist()))
+        np.testing.assert_array_equal(b["negative_ids"].numpy(), want_neg)
+        np.testing.assert_array_equal(b["positive_index"].numpy(), want_pidx)
+        np.testing.assert_array_equal(b["query_index"].numpy(), rows)
+
+
+def test_getitems_index_forms_and_bounds():
+    """``__getitems__`` takes a list, an array, a tensor-free range or negative indices alike;
+    out-of-range indices raise IndexError before anything is drawn."""
+    s = _sampler()
+    ds = SimANSDataset(s, epoch=1)
+    want = collate_simans(ds.__getitems__([0, 5, 36]))
+    for form in (np.array([0, 5, 36]), np.array([0, 5, -1], np.int32), (0, 5, 36),
+                 iter([0, 5, 36])):
+        got = collate_simans(ds.__getitems__(form))
+        for name in want:
+            np.testing.assert_array_equal(got[name].numpy(), want[name].numpy())
+    assert collate_simans(ds.__getitems__(range(3, 6)))["query_index"].tolist() == [3, 4, 5]
+    for bad in ([0, 37], [-38], [5, 100, 2]):
+        with pytest.raises(IndexError, match="out of range"):
+            ds.__getitems__(bad)
+    with pytest.raises(ValueError, match="integers"):
+        ds.__getitems__([0.5, 1.0])
+
+
+def test_batch_kernel_without_positive_index_gives_the_samplers_numbers():
+    """The batch kernel with no positive index wanted gives the sampler's numbers."""
+    from simans_fast import core as _core
+    from simans_fast.kernels import sampling as K
+
+    s = _sampler(m=2)
+    rows = np.arange(s.n_queries - 1, -1, -1, dtype=np.int64)
+    t = s.tables
+    e, nb = np.empty(0, np.int64), np.zeros(0, np.bool_)  # no positive index wanted
+    for fn in (K.sample_batch_ser, K.sample_batch_par):
+        out = np.empty((rows.size, s.n), np.int64)
+        fn(t.packed, t.n_valid, t.peak, t.logw, s._indptr, s._keys, rows, s._seed_u,
+           np.uint64(2), s.n, False, _core.default_max_reject(s.n), bool(s._fb_rows.size),
+           s._fb_index, s._fb_cols, s.candidate_ids, True, out, e, nb, e, 16)
+        np.testing.assert_array_equal(out, s.sample(rows=rows, epoch=2))

@@ -16,7 +16,7 @@ import torch.multiprocessing as tmp
 import simans_fast as sf
 from simans_fast.pipeline import mine_candidates
 from simans_fast.torch import distributed as sd
-from simans_fast.torch import topk as tt
+from simans_fast import candidates_torch as tt
 from simans_fast.torch.topk import topk_torch
 
 import naive_torch as nv

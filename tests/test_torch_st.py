@@ -103,7 +103,7 @@ def test_core_works_without_torch():
 def _candidates_with_short_rows(tmp_path):
     """A candidates directory whose rows are full, short (2 of n=3), without any candidate, or
     without a positive; plus query/document text files (TSV, DPR layout with titles)."""
-    from simans_fast import io as sio
+    from simans_fast.store import candidates as sio
 
     rng = np.random.default_rng(5)
     n_q, n_docs, k = 12, 60, 6

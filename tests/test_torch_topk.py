@@ -12,7 +12,7 @@ import scipy.sparse as sps
 import torch
 
 import simans_fast as sf
-from simans_fast.torch import topk as tt
+from simans_fast import candidates_torch as tt
 from simans_fast.torch.topk import topk_torch
 
 from naive_topk import check_topk_close, naive_topk

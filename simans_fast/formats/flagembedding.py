@@ -119,13 +119,13 @@ def check_record(record, where: str = "record", *, require_neg: bool = False) ->
     return out
 
 
-def iter_records(path, *, require_neg: bool = False, param: str = "path"):
+def iter_records(path, *, require_neg: bool = False, parameter: str = "path"):
     """Yield validated records of a FlagEmbedding JSONL file, one line at a time.
 
     Errors (:class:`~simans_fast.formats.FormatError`) name the file and the line: invalid
     JSON, a missing ``query``/``pos``, wrong types, an empty ``pos`` (see :func:`check_record`).
     """
-    for no, obj in iter_jsonl(path, param=param):
+    for no, obj in iter_jsonl(path, parameter=parameter):
         try:
             rec = check_record(obj, f"{path}:{no}", require_neg=require_neg)
         except FormatError as e:
@@ -134,9 +134,9 @@ def iter_records(path, *, require_neg: bool = False, param: str = "path"):
         yield rec
 
 
-def read_records(path, *, require_neg: bool = False, param: str = "path") -> list:
+def read_records(path, *, require_neg: bool = False, parameter: str = "path") -> list:
     """All records of a FlagEmbedding JSONL file (see :func:`iter_records`)."""
-    return list(iter_records(path, require_neg=require_neg, param=param))
+    return list(iter_records(path, require_neg=require_neg, parameter=parameter))
 
 
 def write_records(path, records, *, require_neg: bool = True) -> int:
@@ -199,14 +199,14 @@ def replace_negatives(record: dict, neg, neg_scores=None, *, pos_scores=None) ->
     return out
 
 
-def read_candidate_pool(path, *, param: str = "candidate_pool") -> list:
+def read_candidate_pool(path, *, parameter: str = "candidate_pool") -> list:
     """Texts of a FlagEmbedding candidate pool: JSONL ``{"text": str}`` per line.
 
     Other keys are ignored (the pool's only use is its texts). Duplicate texts are kept here;
     callers de-duplicate. Errors name the file and line.
     """
     texts = []
-    for no, obj in iter_jsonl(path, param=param):
+    for no, obj in iter_jsonl(path, parameter=parameter):
         if "text" not in obj:
             raise FormatError(f"{path}:{no}: missing key 'text' (a candidate pool line is "
                               f'{{"text": "..."}})', str(path), no)

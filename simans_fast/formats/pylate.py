@@ -52,7 +52,9 @@ def _id_kind(value, what, where):
         if not value:
             raise FormatError(f"{where}: {what} is an empty string")
         return "str"
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    from .._validate import is_int
+
+    if is_int(value):
         return "int"
     raise FormatError(f"{where}: {what} must be a string or an integer, got {_tn(value)}")
 
@@ -112,12 +114,12 @@ def check_train_record(record, where="record", *, kinds=None) -> dict:
     return out
 
 
-def read_train(path, *, param: str = "path") -> list:
+def read_train(path, *, parameter: str = "path") -> list:
     """Train records (validated; all rows the same length). Errors name the file and line."""
     kinds = _Kinds()
     rows = []
     width = None
-    for no, obj in iter_jsonl(path, param=param):
+    for no, obj in iter_jsonl(path, parameter=parameter):
         where = f"{path}:{no}"
         try:
             rec = check_train_record(obj, where, kinds=kinds)
@@ -135,10 +137,10 @@ def read_train(path, *, param: str = "path") -> list:
     return rows
 
 
-def _read_texts(path, id_key, param):
+def _read_texts(path, id_key, parameter):
     kinds = _Kinds()
     out = {}
-    for no, obj in iter_jsonl(path, param=param):
+    for no, obj in iter_jsonl(path, parameter=parameter):
         where = f"{path}:{no}"
         for key in (id_key, "text"):
             if key not in obj:
@@ -160,14 +162,14 @@ def _read_texts(path, id_key, param):
     return out
 
 
-def read_queries(path, *, param: str = "path") -> dict:
+def read_queries(path, *, parameter: str = "path") -> dict:
     """``{query_id: text}`` of a PyLate queries file."""
-    return _read_texts(path, "query_id", param)
+    return _read_texts(path, "query_id", parameter)
 
 
-def read_documents(path, *, param: str = "path") -> dict:
+def read_documents(path, *, parameter: str = "path") -> dict:
     """``{document_id: text}`` of a PyLate documents file."""
-    return _read_texts(path, "document_id", param)
+    return _read_texts(path, "document_id", parameter)
 
 
 def check_references(train, queries: dict, documents: dict, *, where="train") -> None:

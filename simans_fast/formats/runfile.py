@@ -81,15 +81,15 @@ def _detect_line(text, path, no):
                       str(path), no)
 
 
-def _lines(path, param):
+def _lines(path, parameter):
     """Yield (line_no, text) with line ends removed; UTF-8 and blank lines checked."""
-    for _, no, text in text_lines(path, param=param, blank="blank line in a run file"):
+    for _, no, text in text_lines(path, parameter=parameter, blank="blank line in a run file"):
         yield no, text
 
 
-def detect_run_format(path, *, param: str = "path"):
+def detect_run_format(path, *, parameter: str = "path"):
     """``"trec"`` or ``"tsv"`` from the first line (None for an empty file)."""
-    for no, text in _lines(path, param):
+    for no, text in _lines(path, parameter):
         return _detect_line(text, path, no)
     return None
 
@@ -117,7 +117,7 @@ def _index(ids, name):
 
 
 def read_run(path, doc_ids, *, query_ids=None, k=None, format: str = "auto",
-             skip_unknown: bool = False, param: str = "path") -> Run:
+             skip_unknown: bool = False, parameter: str = "path") -> Run:
     """Read a TREC run or a ``qid<TAB>docid<TAB>score`` file into candidate arrays.
 
     Parameters
@@ -138,7 +138,7 @@ def read_run(path, doc_ids, *, query_ids=None, k=None, format: str = "auto",
     skip_unknown : bool, default False
         A query id not in ``query_ids`` or a document id not in ``doc_ids`` raises an error
         naming the file and line; with True such lines are skipped (counted in ``skipped``).
-    param : str
+    parameter : str
         Name used for ``path`` in error messages.
 
     Raises
@@ -165,7 +165,7 @@ def read_run(path, doc_ids, *, query_ids=None, k=None, format: str = "auto",
     skipped = 0
     rank_like = format == "auto"   # third tsv field an integer counting 1, 2, 3 per query
     seen_per_q = {}
-    for no, text in _lines(path, param):
+    for no, text in _lines(path, parameter):
         where = f"{path}:{no}"
         if fmt is None:
             fmt = _detect_line(text, path, no)

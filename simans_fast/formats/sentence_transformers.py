@@ -25,6 +25,11 @@ Inputs are per *unique* query: ``queries[q]``; its positives ``positive_ids[indp
 (corpus rows, distinct) with their scores ``positive_scores`` aligned; ``negative_ids[q]`` (``-1``
 where missing) and ``negative_scores[q]`` best first. ``datasets`` is imported only by
 :func:`to_dataset`.
+
+Negatives file of one epoch (format ``sentence-transformers``, :func:`write_epoch` /
+:func:`read_epoch`): columns ``anchor, positive, negative_1..n`` (texts; ids with
+``ids_only=True``); Parquet when the file name ends in ``.parquet``, else JSONL. A row needs
+exactly ``n`` negatives: :func:`st_fill_negatives` is the one rule for a shorter row.
 """
 
 from __future__ import annotations
@@ -33,9 +38,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["OUTPUT_FORMATS", "STColumns", "build_columns", "to_dataset", "build_dataset"]
+__all__ = ["OUTPUT_FORMATS", "STColumns", "build_columns", "to_dataset", "build_dataset",
+           "ST_ON_SHORT", "st_fill_negatives", "write_epoch", "read_epoch"]
 
 OUTPUT_FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list")
+NEGATIVES_FORMATS = ("sentence-transformers",)
+#: what a sentence-transformers row with fewer than n negatives becomes (see
+#: :func:`st_fill_negatives`)
+ST_ON_SHORT = ("repeat", "drop", "raise")
 
 
 @dataclass(frozen=True)
@@ -235,3 +245,121 @@ def to_dataset(columns):
 def build_dataset(output_format, **kwargs):
     """:func:`build_columns` then :func:`to_dataset`: a ``datasets.Dataset``."""
     return to_dataset(build_columns(output_format, **kwargs))
+
+
+# ------------------------------------------------------------------ negatives file of one epoch
+def st_fill_negatives(negatives, n: int, on_short: str = "repeat"):
+    """The ``n`` negative columns of one sentence-transformers row, by the package's one rule.
+
+    ``negatives`` are the row's negatives in draw order. A row with ``n`` or more keeps its
+    first ``n``; a shorter one is filled by cycling its own negatives (``on_short="repeat"``:
+    ``[d1, d2, d1, d2, d1]`` for ``n = 5``) or dropped (``"drop"``, sentence-transformers'
+    ``mine_hard_negatives`` rule). A row without any negative is always dropped. Returns the
+    list, or ``None`` for a dropped row. ``"raise"`` is the caller's business: it returns the
+    row as ``"repeat"`` would.
+    """
+    if on_short not in ST_ON_SHORT:
+        raise ValueError(f"on_short must be one of {list(ST_ON_SHORT)}, got {on_short!r}")
+    c = len(negatives)
+    if c >= n:
+        return list(negatives[:n])
+    if c == 0 or on_short == "drop":
+        return None
+    return [negatives[t % c] for t in range(n)]
+
+
+def _st_text(texts, key):
+    title, text = texts[key]
+    return f"{title} {text}" if title else text
+
+
+def _st_columns(neg, keep, progress, use_texts, on_short):
+    from ._rows import rows
+
+    n = neg.n
+    cols = {"anchor": [], "positive": []}
+    for j in range(n):
+        cols[f"negative_{j + 1}"] = []
+    doc_ids = neg.doc_ids
+    for i, pos, _, negs, _, _ in rows(neg, keep, progress):
+        qid = neg.query_ids[i]
+        filled = st_fill_negatives([doc_ids[r] for r in negs], n, on_short)
+        if use_texts:
+            cols["anchor"].append(_st_text(neg.query_texts, qid))
+            cols["positive"].append(_st_text(neg.doc_texts, doc_ids[pos[0]]))
+            filled = [_st_text(neg.doc_texts, d) for d in filled]
+        else:
+            cols["anchor"].append(qid)
+            cols["positive"].append(doc_ids[pos[0]])
+        for j in range(n):
+            cols[f"negative_{j + 1}"].append(filled[j])
+    return cols
+
+
+def write_epoch(path, neg, keep, *, progress=False, use_texts=True, on_short="repeat",
+                **_unused) -> dict:
+    """Write the kept rows of an epoch as sentence-transformers columns (Parquet or JSONL)."""
+    import json
+
+    from .._validate import InputError
+    from ..store.atomic import AtomicFile
+
+    parquet = path.lower().endswith(".parquet")
+    if parquet:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise InputError(f"{path}: writing Parquet needs pyarrow (pip install pyarrow), "
+                             "or use a .jsonl file name", path=path) from None
+    cols = _st_columns(neg, keep, progress, use_texts, on_short)
+    names = list(cols)
+    if parquet:
+        table = pa.table({c: pa.array(cols[c], type=pa.string()) for c in names})
+        with AtomicFile(path, "wb") as f:
+            pq.write_table(table, f)
+        return {}
+    n_q = len(cols["anchor"])
+    with AtomicFile(path, "w", encoding="utf-8", newline="\n") as f:
+        for i in range(n_q):
+            f.write(json.dumps({c: cols[c][i] for c in names}, ensure_ascii=False))
+            f.write("\n")
+    return {}
+
+
+def read_epoch(path, fmt: str = "sentence-transformers") -> list:
+    """Read a sentence-transformers negatives file (Parquet or JSONL) back, one dict per row."""
+    from .._validate import InputError
+    from ..store.ids import iter_lines
+    from ._rows import json_line, not_ours
+
+    if path.lower().endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise InputError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)",
+                             path=path) from None
+        try:
+            table_rows = pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow.ArrowInvalid, OSError, ...
+            raise not_ours(path, 0, f"not a readable Parquet file ({type(e).__name__})") \
+                from None
+        numbered = [(0, r) for r in table_rows]
+    else:
+        numbered = [(lineno, json_line(path, lineno, line))
+                    for lineno, line in iter_lines(path) if line.strip()]
+    out = []
+    for lineno, r in numbered:
+        if not isinstance(r, dict) or "anchor" not in r or "positive" not in r:
+            raise not_ours(path, lineno, "a record without the anchor/positive columns")
+        negs = []
+        j = 1
+        while f"negative_{j}" in r:
+            if r[f"negative_{j}"] is not None:
+                negs.append(r[f"negative_{j}"])
+            j += 1
+        out.append({"query_id": None, "query": r["anchor"],
+                    "positives": [r["positive"]] if r["positive"] is not None else [],
+                    "negatives": negs, "positive_scores": None, "negative_scores": None,
+                    "negative_ranks": None})
+    return out

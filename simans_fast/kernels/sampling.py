@@ -28,10 +28,46 @@ Every uniform comes from the counter-based stream ``(seed, epoch, row key)`` at 
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import intrinsic
 
 from .._numba import FASTMATH, jit, pjit
 from .rng import draw_uniform, stream_state
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Hint the CPU to load the cache line holding ``arr[idx]`` (``idx`` an int or a tuple of
+    ints; no bounds check, nothing read): a no-op for the results."""
+    if not isinstance(arr, types.Array):
+        return None
+    n_idx = len(idx) if isinstance(idx, types.BaseTuple) else 1
+    if n_idx != arr.ndim:
+        return None
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        if isinstance(idxty, types.BaseTuple):
+            raw = cgutils.unpack_tuple(builder, args[1], len(idxty))
+            tys = list(idxty)
+        else:
+            raw, tys = [args[1]], [idxty]
+        inds = [context.cast(builder, v, t, types.intp) for v, t in zip(raw, tys)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, inds, wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
 
 # kernel codes
 GAUSSIAN = 0
@@ -294,14 +330,18 @@ def cdf_draw(cib, bcum, nb, wbuf, k, last, u):
 
 @jit(inline="always")
 def alias_draw(packed, pf, k, u):
-    """Column drawn from an interleaved alias table with one uniform ``u`` in [0, 1)."""
+    """Column drawn from an interleaved alias table with one uniform ``u`` in [0, 1).
+
+    Branch-free: the alias is read with the probability (same cache line) and chosen by a
+    select, so a table entry that misses the cache does not also cost a mispredicted branch
+    that discards the draws issued after it (the loads of a row's draws stay in flight
+    together)."""
     t = u * k
     c = np.int64(t)
-    if c >= k:
-        c = k - 1
-    if t - c < pf[c, 1]:
-        return c
-    return np.int64(packed[c, 0])
+    c = c if c < k else k - 1
+    alias = np.int64(packed[c, 0])
+    keep = t - c < pf[c, 1]
+    return c if keep else alias
 
 
 # Below this remaining total (weights are relative to a maximum of 1) the weights are
@@ -526,6 +566,52 @@ def build_ser(logw, packed, nvalid, peak, chunk):
 
 
 @jit
+def _weights_tables_chunk(scores, qrow, pos, a, b, kernel, ids, missing, logw, packed, nvalid,
+                          peak, start, stop):
+    """Log-weights and alias table of table rows ``start:stop`` in one pass (the row's
+    log-weights are still in cache when its table is built): table row ``r`` takes the
+    candidates of query ``qrow[r]`` and the positive score ``pos[r]``. The same numbers as
+    :func:`_logw_chunk` then :func:`_build_chunk`; a row ``logw_row`` rejects gets
+    ``nvalid[r] = BAD_ROW`` and no table (the caller raises)."""
+    k = logw.shape[1]
+    q = np.empty(k, np.float64)
+    wbuf = np.empty(k, np.float32)
+    ibuf = np.empty(k, np.int32)
+    light = np.empty(k + 1, np.int64)
+    heavy = np.empty(k + 1, np.int64)
+    ql = np.empty(k + 1, np.float64)
+    qh = np.empty(k + 1, np.float64)
+    for r in range(start, stop):
+        s = qrow[r]
+        lw = logw[r]
+        nv = logw_row(scores[s], np.float64(pos[r]), a, b, kernel, ids[s], True, missing, lw)
+        nvalid[r] = nv
+        if nv == BAD_ROW:
+            continue
+        total = build_row(lw, k, packed[r], q, wbuf, ibuf, light, heavy, ql, qh)
+        peak[r] = np.float32(1.0 / total) if total > 0.0 else _F0  # the max weight is 1
+
+
+@pjit
+def weights_tables_par(scores, qrow, pos, a, b, kernel, ids, missing, logw, packed, nvalid, peak,
+                       chunk):
+    n_rows = logw.shape[0]
+    n_chunks = (n_rows + chunk - 1) // chunk
+    for ci in prange(n_chunks):
+        start = np.int64(ci) * chunk
+        stop = min(start + chunk, n_rows)
+        _weights_tables_chunk(scores, qrow, pos, a, b, kernel, ids, missing, logw, packed,
+                              nvalid, peak, start, stop)
+
+
+@jit
+def weights_tables_ser(scores, qrow, pos, a, b, kernel, ids, missing, logw, packed, nvalid, peak,
+                       chunk):
+    _weights_tables_chunk(scores, qrow, pos, a, b, kernel, ids, missing, logw, packed, nvalid,
+                          peak, 0, logw.shape[0])
+
+
+@jit
 def _sample_chunk(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace, max_reject, out,
                   start, stop):
     k = packed.shape[1]
@@ -560,6 +646,134 @@ def sample_ser(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace,
                chunk):
     _sample_chunk(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace, max_reject, out, 0,
                   trows.shape[0])
+
+
+@jit
+def row_range(rows):
+    """``(min, max)`` of a non-empty int64 array in one pass (the bounds check of a batch)."""
+    lo = rows[0]
+    hi = rows[0]
+    for i in range(1, rows.shape[0]):
+        v = rows[i]
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    return lo, hi
+
+
+#: table entries (8 bytes: alias int32, probability float32) and int64 ids per 64-byte line
+_LINE_ENTRIES = 8
+
+
+@jit(inline="always")
+def _table_row(indptr, keys, q, pos_seed, epoch):
+    """Table row (query ``q``, its positive for ``epoch``) as :meth:`SimANSSampler._pairs`
+    computes it."""
+    p = indptr[q]
+    cnt = indptr[q + 1] - p
+    if cnt > 1:
+        u = draw_uniform(stream_state(pos_seed, epoch, np.uint64(keys[q])), np.uint64(0))
+        c = np.int64(u * cnt)
+        p += c if c < cnt - 1 else cnt - 1
+    return p
+
+
+#: how many rows ahead _queries_chunk prefetches
+_PREFETCH_ROWS = 2
+
+
+@jit(inline="always")
+def _prefetch_row(packed, cand_ids, want_ids, indptr, keys, q, pos_seed, epoch, k):
+    """Prefetch the table row of query ``q`` (and its candidate ids)."""
+    p = _table_row(indptr, keys, q, pos_seed, epoch)
+    for c in range(0, k, _LINE_ENTRIES):
+        prefetch(packed, (p, c, 0))
+    if want_ids:
+        for c in range(0, k, _LINE_ENTRIES):
+            prefetch(cand_ids, (q, c))
+
+
+@jit
+def _queries_chunk(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n, replace,
+                   max_reject, has_fb, fb_index, fb_cols, cand_ids, want_ids, out, pair_col,
+                   pair_fb, pidx, start, stop):
+    """Everything ``SimANSSampler.sample`` does for query rows ``rows[start:stop]`` in one pass:
+    the choice of the table row (query, positive) from the positive-choice stream, the fallback
+    columns, the draws, and (``want_ids``) the map from columns to document ids.
+
+    The table row of query ``q`` is ``indptr[q] + min(floor(u * c), c - 1)`` with ``c`` its
+    number of table rows and ``u`` uniform 0 of the stream ``(seed ^ POS_DOMAIN, epoch,
+    keys[q])`` (only when ``c > 1``), exactly as :func:`positive_uniforms` and the sampler's
+    Python code compute it; the draws are those of :func:`_sample_chunk` for that table row.
+    When ``pidx`` is not empty, ``pidx[r]`` gets the column of the positive used (``pair_col``
+    of the table row, -1 where ``pair_fb`` marks it unknown), as ``positive_index`` returns.
+    """
+    want_pidx = pidx.shape[0] > 0
+    k = packed.shape[1]
+    kb = k + CDF_BLOCK
+    mark = np.full(k, -1, np.int64)
+    cib = np.empty(kb, np.float64)
+    bcum = np.empty(kb // CDF_BLOCK + 1, np.float64)
+    wbuf = np.empty(kb, np.float32)
+    ibuf = np.empty(kb, np.int32)
+    cand = np.empty(n, np.int64)
+    cols = np.empty(n, np.int64)
+    pos_seed = seed ^ np.uint64(POS_DOMAIN)
+    for r in range(start, min(start + _PREFETCH_ROWS, stop)):
+        _prefetch_row(packed, cand_ids, want_ids, indptr, keys, rows[r], pos_seed, epoch, k)
+    for r in range(start, stop):
+        q = rows[r]
+        key = np.uint64(keys[q])
+        p = _table_row(indptr, keys, q, pos_seed, epoch)
+        if r + _PREFETCH_ROWS < stop:
+            # the table and ids of a row a few ahead are fetched while this one is drawn
+            # (its draws land anywhere in them): the loads of several rows overlap
+            _prefetch_row(packed, cand_ids, want_ids, indptr, keys, rows[r + _PREFETCH_ROWS],
+                          pos_seed, epoch, k)
+        if want_pidx:
+            pidx[r] = -1 if pair_fb[p] else pair_col[p]
+        f = fb_index[p] if has_fb else -1
+        if f >= 0:
+            for t in range(n):
+                cols[t] = fb_cols[f, t]
+        else:
+            st = stream_state(seed, epoch, key)
+            draw_row(False, packed[p], cib, bcum, 0, 0, nvalid[p], peak[p], logw[p], k, n,
+                     replace, max_reject, st, mark, np.int64(r), wbuf, ibuf, cand, cols)
+        orow = out[r]
+        if want_ids:
+            idrow = cand_ids[q]
+            for t in range(n):
+                c = cols[t]
+                orow[t] = -1 if c < 0 else np.int64(idrow[c])
+        else:
+            for t in range(n):
+                orow[t] = cols[t]
+
+
+@pjit
+def sample_batch_par(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n, replace,
+                     max_reject, has_fb, fb_index, fb_cols, cand_ids, want_ids, out, pair_col,
+                     pair_fb, pidx, chunk):
+    """:func:`_queries_chunk` over all ``rows``, chunks in parallel (``pidx`` empty: no
+    positive index)."""
+    n_rows = rows.shape[0]
+    n_chunks = (n_rows + chunk - 1) // chunk
+    for ci in prange(n_chunks):
+        start = np.int64(ci) * chunk
+        stop = min(start + chunk, n_rows)
+        _queries_chunk(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n, replace,
+                       max_reject, has_fb, fb_index, fb_cols, cand_ids, want_ids, out, pair_col,
+                       pair_fb, pidx, start, stop)
+
+
+@jit
+def sample_batch_ser(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n, replace,
+                     max_reject, has_fb, fb_index, fb_cols, cand_ids, want_ids, out, pair_col,
+                     pair_fb, pidx, chunk):
+    """:func:`_queries_chunk` over all ``rows`` in this thread."""
+    _queries_chunk(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n, replace,
+                   max_reject, has_fb, fb_index, fb_cols, cand_ids, want_ids, out, pair_col,
+                   pair_fb, pidx, 0, rows.shape[0])
 
 
 @jit
@@ -779,7 +993,7 @@ def check_tables_ser(packed, nvalid, peak, logw, chunk, found):
 # ----------------------------------------------------------------------------------------------
 # choice of one positive among several
 # ----------------------------------------------------------------------------------------------
-POS_DOMAIN = 0x504F534954495645  # "POSITIVE": separates the positive-choice stream
+from .._config import POS_DOMAIN  # noqa: E402  "POSITIVE" (the registry): the positive-choice stream
 
 
 @jit

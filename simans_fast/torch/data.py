@@ -8,53 +8,62 @@ OpenMP threading layer aborts a forked child that enters a parallel region after
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from .. import _config
 from .. import core as _core
-from ..rng import to_u64, uniforms
-from .sampling import _parallel, in_worker, tensor_to_numpy
+from .._validate import (ParameterError, ParameterTypeError, check_epoch, check_int, check_seed,
+                         is_int, renamed_kwargs)
+from ..kernels.sampling import row_range as _row_range
+from ..rng import uniforms
+from .sampling import in_worker, resolve_parallel, tensor_to_numpy
+
+_parallel = resolve_parallel  # old private name
 
 __all__ = ["SimANSDataset", "SimANSIterableDataset", "collate_simans", "negatives_for",
-           "shard_indices"]
+           "shard_indices", "check_sampler", "check_positive_ids", "positive_ids_for"]
 
-_SHUFFLE_DOMAIN = 0x53485546464C45  # "SHUFFLE": the shuffle's own stream
+_SHUFFLE_DOMAIN = _config.SHUFFLE_DOMAIN  # "SHUFFLE": the shuffle's own stream (the registry)
 
 
-def _check_sampler(sampler):
+def check_sampler(sampler):
+    """``sampler`` when it is a :class:`simans_fast.SimANSSampler` (or exposes its interface)."""
     for attr in ("sample", "positive_index", "n_queries", "n"):
         if not hasattr(sampler, attr):
-            raise ValueError(f"sampler must be a simans_fast.SimANSSampler (or expose "
-                             f"sample/positive_index/n_queries/n), got {type(sampler).__name__}")
+            raise ParameterTypeError("sampler", f"sampler must be a simans_fast.SimANSSampler "
+                                                f"(or expose sample/positive_index/n_queries/n), "
+                                                f"got {type(sampler).__name__}")
     return sampler
 
 
-def _check_epoch(epoch):
-    if isinstance(epoch, (bool, np.bool_)) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-        raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
-    return int(epoch)
-
-
-def _check_positive_ids(positive_ids, n_q):
+def check_positive_ids(positive_ids, n_q):
+    """Positive document ids as an int64 ``(n_q, m)`` array (``None`` passes)."""
     if positive_ids is None:
         return None
     p = tensor_to_numpy(positive_ids, "positive_ids")
     if p.dtype.kind not in "iu":
-        raise ValueError(f"positive_ids must be integer document ids (-1 padded), got dtype "
-                         f"{p.dtype}")
+        raise ParameterTypeError("positive_ids", f"positive_ids must be integer document ids "
+                                                 f"(-1 padded), got dtype {p.dtype}")
     if p.ndim == 1:
         p = p[:, None]
     if p.ndim != 2 or p.shape[0] != n_q:
-        raise ValueError(f"positive_ids must have shape ({n_q},) or ({n_q}, m) like the "
-                         f"sampler's positive_scores, got {np.shape(positive_ids)}")
+        raise ParameterError("positive_ids", f"positive_ids must have shape ({n_q},) or "
+                                             f"({n_q}, m) like the sampler's positive_scores, "
+                                             f"got {np.shape(positive_ids)}")
     return p.astype(np.int64, copy=False)
 
 
-def _positive_ids_for(positive_ids, pidx, rows):
+# old private names (torch/st.py and torch/refresh.py use the public ones)
+_check_sampler = check_sampler
+_check_epoch = check_epoch
+_check_positive_ids = check_positive_ids
+
+
+def positive_ids_for(positive_ids, pidx, rows):
     """Positive document id of each row: the column the sampler used; for rows whose positive
     score is unknown (``pidx == -1``) the first listed positive (-1 if none)."""
     sub = positive_ids[rows]
@@ -63,14 +72,24 @@ def _positive_ids_for(positive_ids, pidx, rows):
     return sub[np.arange(rows.size), col]
 
 
-def _batch_arrays(sampler, rows, epoch, positive_ids, parallel=None):
+_positive_ids_for = positive_ids_for
+
+
+def _batch_arrays(sampler, rows, epoch, positive_ids, parallel=None, checked=False):
+    """The arrays of a batch. ``checked``: ``rows`` is already an int64 array of valid rows
+    (the datasets' own), so a :class:`simans_fast.SimANSSampler` draws the negatives and the
+    positive index in one kernel pass without checking them again."""
     rows = np.asarray(rows, dtype=np.int64)
-    par = _parallel(parallel, rows.size)
-    neg = sampler.sample(rows=rows, epoch=epoch, parallel=par)
-    pidx = sampler.positive_index(rows=rows, epoch=epoch)
+    par = resolve_parallel(parallel, rows.size)
+    fast = getattr(sampler, "_sample_batch", None) if checked else None
+    if fast is not None:
+        neg, pidx = fast(rows, epoch, par)
+    else:
+        neg = sampler.sample(rows=rows, epoch=epoch, parallel=par)
+        pidx = sampler.positive_index(rows=rows, epoch=epoch)
     out = {"query_index": rows, "positive_index": pidx, "negative_ids": neg}
     if positive_ids is not None:
-        out["positive_id"] = _positive_ids_for(positive_ids, pidx, rows)
+        out["positive_id"] = positive_ids_for(positive_ids, pidx, rows)
     return out
 
 
@@ -82,7 +101,9 @@ def _warm_serial(sampler):
 
 
 def _to_tensors(arrays):
-    return {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in arrays.items()}
+    from_numpy = torch.from_numpy
+    return {name: from_numpy(v if v.flags.c_contiguous else np.ascontiguousarray(v))
+            for name, v in arrays.items()}
 
 
 class _Batch(Sequence):
@@ -215,23 +236,31 @@ class SimANSDataset(_EpochAndSampler, Dataset):
         rows = np.asarray(indices)
         if rows.dtype.kind not in "iu" and rows.size:
             raise ValueError(f"indices must be integers, got {indices!r}")
-        rows = rows.astype(np.int64, copy=False).ravel()
+        rows = np.ascontiguousarray(rows.astype(np.int64, copy=False).ravel())
         n_q = len(self)
-        if rows.size and (rows.min() < -n_q or rows.max() >= n_q):
-            raise IndexError(f"index out of range for a dataset of {n_q} queries")
-        return np.where(rows < 0, rows + n_q, rows)
+        if rows.size:
+            lo, hi = _row_range(rows)
+            if lo < -n_q or hi >= n_q:
+                raise IndexError(f"index out of range for a dataset of {n_q} queries")
+            if lo < 0:
+                return np.where(rows < 0, rows + n_q, rows)
+        return rows
 
     def __getitem__(self, index):
         if isinstance(index, torch.Tensor):
             index = index.item()
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, numbers.Integral):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
-        arrays = _batch_arrays(self.sampler, self._rows([index]), self.epoch, self.positive_ids)
+        if not is_int(index):
+            raise ParameterTypeError("index", f"index must be an int, got "
+                                              f"{type(index).__name__}")
+        arrays = _batch_arrays(self.sampler, self._rows([index]), self.epoch, self.positive_ids,
+                               checked=True)
         return {name: v[0] for name, v in _to_tensors(arrays).items()}
 
     def __getitems__(self, indices):
-        arrays = _batch_arrays(self.sampler, self._rows(list(indices)), self.epoch,
-                               self.positive_ids)
+        if not isinstance(indices, (list, np.ndarray)):
+            indices = list(indices)
+        arrays = _batch_arrays(self.sampler, self._rows(indices), self.epoch,
+                               self.positive_ids, checked=True)
         return _Batch(_to_tensors(arrays))
 
 
@@ -246,8 +275,7 @@ def _dist_rank_world(rank, world_size):
             rank = 0 if rank is None else rank
             world_size = 1 if world_size is None else world_size
     for name, v in (("rank", rank), ("world_size", world_size)):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-            raise ValueError(f"{name} must be an int, got {v!r}")
+        check_int(v, name, what="an int")
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     return int(rank), int(world_size)
@@ -262,7 +290,7 @@ def shard_indices(n_items: int, rank: int, world_size: int, *, shuffle: bool = F
     ``r`` takes positions ``r, r + world_size, ...``. Every rank gets the same count.
     """
     if shuffle:
-        u = uniforms(int(to_u64(seed, "seed")) ^ _SHUFFLE_DOMAIN, int(to_u64(epoch, "epoch")),
+        u = uniforms(check_seed(seed) ^ _SHUFFLE_DOMAIN, check_epoch(epoch),
                      np.zeros(1, np.int64), n_items)[0]
         order = np.argsort(u, kind="stable").astype(np.int64)
     else:
@@ -304,13 +332,15 @@ class SimANSIterableDataset(_EpochAndSampler, IterableDataset):
         with ``batch_size``, a last incomplete batch.
     rank, world_size : int, optional
         Default: from ``torch.distributed`` when initialised, else 0 and 1.
-    chunk_size : int, default 1024
-        Queries sampled per vectorised call when yielding items.
+    query_block : int, default 1024
+        Queries sampled per vectorised call when yielding items (old name ``chunk_size``,
+        deprecated for one release). The items do not depend on it.
     """
 
+    @renamed_kwargs(chunk_size="query_block")
     def __init__(self, sampler, *, positive_ids=None, epoch: int = 0, batch_size=None,
                  shuffle: bool = False, seed: int = 0, drop_last: bool = False, rank=None,
-                 world_size=None, chunk_size: int = 1024):
+                 world_size=None, query_block: int = 1024):
         self.sampler = _check_sampler(sampler)
         self.positive_ids = _check_positive_ids(positive_ids, sampler.n_queries)
         self.epoch = _check_epoch(epoch)
@@ -319,11 +349,15 @@ class SimANSIterableDataset(_EpochAndSampler, IterableDataset):
             batch_size = _core.check_n(batch_size, "batch_size")
         self.batch_size = batch_size
         self.shuffle = bool(shuffle)
-        to_u64(seed, "seed")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.drop_last = bool(drop_last)
         self.rank, self.world_size = _dist_rank_world(rank, world_size)
-        self.chunk_size = _core.check_n(chunk_size, "chunk_size")
+        self.query_block = _core.check_n(query_block, "query_block")
+
+    @property
+    def chunk_size(self) -> int:
+        """Old name of :attr:`query_block` (deprecated)."""
+        return self.query_block
 
     def rank_indices(self) -> np.ndarray:
         """Query rows of this rank for the current epoch, in iteration order."""
@@ -346,13 +380,13 @@ class SimANSIterableDataset(_EpochAndSampler, IterableDataset):
             n_batches = rows.size // bs if self.drop_last else -(-rows.size // bs)
             for j in range(wid, n_batches, nw):
                 arrays = _batch_arrays(self.sampler, rows[j * bs:(j + 1) * bs], self.epoch,
-                                       self.positive_ids)
+                                       self.positive_ids, checked=True)
                 yield _to_tensors(arrays)
             return
         mine = rows[wid::nw]
-        for lo in range(0, mine.size, self.chunk_size):
-            arrays = _batch_arrays(self.sampler, mine[lo:lo + self.chunk_size], self.epoch,
-                                   self.positive_ids)
+        for lo in range(0, mine.size, self.query_block):
+            arrays = _batch_arrays(self.sampler, mine[lo:lo + self.query_block], self.epoch,
+                                   self.positive_ids, checked=True)
             t = _to_tensors(arrays)
             for i in range(t["query_index"].shape[0]):
                 yield {name: v[i] for name, v in t.items()}

@@ -19,13 +19,12 @@ call it together with the same query set.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from .. import core as _core
+from .._validate import ParameterError, check_int, normalize_csr, renamed_kwargs
 
 __all__ = ["shard_range", "corpus_offsets", "sharded_topk", "sharded_mine_candidates",
            "shard_sampler", "sample_shard", "gather_rows", "merge_topk", "gather_merge"]
@@ -53,11 +52,11 @@ def shard_range(n_items: int, rank: int, world_size: int) -> slice:
     """Contiguous block of ``n_items`` owned by ``rank`` (sizes differ by at most one, the first
     ``n_items % world_size`` ranks get one more, like ``numpy.array_split``)."""
     for name, v in (("n_items", n_items), ("rank", rank), ("world_size", world_size)):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-            raise ValueError(f"{name} must be an int, got {v!r}")
+        check_int(v, name, what="an int")
     if n_items < 0 or world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need n_items >= 0 and 0 <= rank < world_size, got n_items={n_items}, "
-                         f"rank={rank}, world_size={world_size}")
+        raise ParameterError("need",
+                             f"need n_items >= 0 and 0 <= rank < world_size, got n_items={n_items}, "
+                             f"rank={rank}, world_size={world_size}")
     base, extra = divmod(int(n_items), int(world_size))
     lo = rank * base + min(rank, extra)
     return slice(lo, lo + base + (1 if rank < extra else 0))
@@ -85,12 +84,9 @@ def corpus_offsets(n_local: int, *, group=None) -> np.ndarray:
 
 
 def _exclude_csr(exclude, n_q, n_docs):
-    """Global exclusions as a validated CSR pair (or None), via the core's normaliser."""
-    if exclude is None:
-        return None
-    from ..candidates import _normalize_exclude
-
-    return _normalize_exclude(exclude, n_q, n_docs)
+    """Global exclusions as a validated CSR pair (or None), via the one CSR normaliser."""
+    return normalize_csr(exclude, n_q, n_docs, name="exclude", sort=True, unique=False,
+                         allow_none=True)
 
 
 def _localize(csr, lo, hi):
@@ -157,8 +153,13 @@ def gather_merge(scores, ids, k: int, *, group=None):
 # ------------------------------------------------------------------------------------------
 # sharded mining
 # ------------------------------------------------------------------------------------------
+#: queries per exchange of the sharded functions when ``query_block`` is not given
+SHARDED_QUERY_BLOCK = 16384
+
+
+@renamed_kwargs(query_chunk="query_block")
 def sharded_topk(queries, corpus_shard, k: int, *, exclude=None, metric: str = "ip",
-                 offsets=None, query_chunk: int = 16384, group=None, **topk_kwargs):
+                 offsets=None, query_block: int | None = None, group=None, **topk_kwargs):
     """Exact global top-k when every rank holds a block of the corpus rows.
 
     Parameters
@@ -177,12 +178,14 @@ def sharded_topk(queries, corpus_shard, k: int, *, exclude=None, metric: str = "
     metric : {"ip", "cosine", "l2"}
     offsets : array of length world_size + 1, optional
         Global row offsets of the blocks; default: from the block sizes (one all_gather).
-    query_chunk : int, default 16384
-        Queries per exchange (bounds the gathered buffers to
-        ``world_size * query_chunk * k * 12`` bytes).
+    query_block : int, optional
+        Queries per block: per exchange (bounds the gathered buffers to
+        ``world_size * query_block * k * 12`` bytes; default 16384) and, when given, also the
+        local top-k's query block. Results do not depend on it. Old name ``query_chunk``
+        (deprecated for one release).
     group : ProcessGroup, optional
     **topk_kwargs
-        Passed to :func:`simans_fast.topk` (``backend``, ``query_block``, ``n_threads``...).
+        Passed to :func:`simans_fast.topk` (``backend``, ``n_threads``...).
         ``backend="torch"``: the local top-k is
         :func:`simans_fast.torch.topk.topk_torch` (the rest of ``topk_kwargs`` -- ``device``,
         ``dtype``, ``query_block``, ``corpus_block``, ... -- go to it), computed where the
@@ -200,37 +203,43 @@ def sharded_topk(queries, corpus_shard, k: int, *, exclude=None, metric: str = "
 
     rank, world = _rank_world(group)
     k = _core.check_n(k, "k")
-    query_chunk = _core.check_n(query_chunk, "query_chunk")
+    if query_block is not None:
+        topk_kwargs["query_block"] = _core.check_n(query_block, "query_block")
+    query_chunk = SHARDED_QUERY_BLOCK if query_block is None else topk_kwargs["query_block"]
     if not hasattr(queries, "shape") or len(queries.shape) != 2:
-        raise ValueError(f"queries must be a 2-D array, got {type(queries).__name__}")
+        raise ParameterError("queries",
+                             f"queries must be a 2-D array, got {type(queries).__name__}")
     if not hasattr(corpus_shard, "shape") or len(corpus_shard.shape) != 2:
-        raise ValueError(f"corpus_shard must be a 2-D array, got {type(corpus_shard).__name__}")
+        raise ParameterError("corpus_shard",
+                             f"corpus_shard must be a 2-D array, got {type(corpus_shard).__name__}")
     n_q = int(queries.shape[0])
     n_local = int(corpus_shard.shape[0])
     shapes = _all_gather_ints([n_q, k, queries.shape[1], n_local], group)
     if not (shapes[:, :3] == shapes[0, :3]).all():
-        raise ValueError(f"every rank must pass the same queries and k: got (n_queries, k, dim) "
-                         f"= {[tuple(int(v) for v in r[:3]) for r in shapes]} over the ranks")
+        raise ParameterError("every",
+                             f"every rank must pass the same queries and k: got (n_queries, k, dim) "
+                             f"= {[tuple(int(v) for v in r[:3]) for r in shapes]} over the ranks")
     if offsets is None:
         offsets = np.zeros(world + 1, np.int64)
         np.cumsum(shapes[:, 3], out=offsets[1:])
     else:
         offsets = np.asarray(offsets, np.int64)
         if offsets.shape != (world + 1,) or np.any(np.diff(offsets) != shapes[:, 3]):
-            raise ValueError(f"offsets must have world_size + 1 = {world + 1} entries whose "
-                             f"differences are the ranks' block sizes {shapes[:, 3].tolist()}")
+            raise ParameterError("offsets",
+                                 f"offsets must have world_size + 1 = {world + 1} entries whose "
+                                 f"differences are the ranks' block sizes {shapes[:, 3].tolist()}")
     lo, hi = int(offsets[rank]), int(offsets[rank + 1])
     n_docs = int(offsets[-1])
     if n_docs == 0:
-        raise ValueError("the corpus is empty on every rank")
+        raise ParameterError("the", "the corpus is empty on every rank")
     excl = _exclude_csr(exclude, n_q, n_docs)
     local_excl = _localize(excl, lo, hi) if excl is not None else None
     for name in ("query_offset", "corpus_offset"):
         if name in topk_kwargs:
-            raise ValueError(f"{name} is set by sharded_topk (the global offsets of the "
-                             "query chunk and of this rank's shard): do not pass it")
+            raise ParameterError(name, f"{name} is set by sharded_topk (the global offsets of the "
+                                       "query chunk and of this rank's shard): do not pass it")
     if topk_kwargs.get("backend") == "torch":
-        from .topk import topk_torch as search
+        from ..candidates_torch import topk_torch as search
 
         opts = {name: v for name, v in topk_kwargs.items() if name != "backend"}
     else:
@@ -262,8 +271,10 @@ def sharded_topk(queries, corpus_shard, k: int, *, exclude=None, metric: str = "
     return Candidates(out_ids, out_scores, "sharded")
 
 
+@renamed_kwargs(query_chunk="query_block")
 def sharded_mine_candidates(queries, corpus_shard, qrels, *, k: int = 200, metric: str = "ip",
-                            offsets=None, query_chunk: int = 16384, group=None, **topk_kwargs):
+                            offsets=None, query_block: int | None = None, group=None,
+                            **topk_kwargs):
     """:func:`simans_fast.mine_candidates` with the corpus sharded over the ranks.
 
     Candidates: :func:`sharded_topk` with the positives excluded. Positive scores: each rank
@@ -273,7 +284,7 @@ def sharded_mine_candidates(queries, corpus_shard, qrels, *, k: int = 200, metri
 
     Parameters
     ----------
-    queries, corpus_shard, k, metric, offsets, query_chunk, group, **topk_kwargs
+    queries, corpus_shard, k, metric, offsets, query_block, group, **topk_kwargs
         See :func:`sharded_topk`.
     qrels : tuple (indptr, ids), list of arrays or mapping
         Positives as *global* corpus rows (see :func:`simans_fast.pipeline.normalize_qrels`).
@@ -283,7 +294,7 @@ def sharded_mine_candidates(queries, corpus_shard, qrels, *, k: int = 200, metri
     simans_fast.MinedCandidates
     """
     from ..candidates import rescore
-    from ..pipeline import MinedCandidates, normalize_qrels, positive_matrix
+    from ..pipeline import MinedCandidates, positive_matrix
 
     rank, world = _rank_world(group)
     n_local = int(corpus_shard.shape[0])
@@ -292,9 +303,9 @@ def sharded_mine_candidates(queries, corpus_shard, qrels, *, k: int = 200, metri
     offsets = np.asarray(offsets, np.int64)
     n_docs = int(offsets[-1])
     n_q = int(queries.shape[0])
-    indptr, ids = normalize_qrels(qrels, n_q, n_docs)
+    indptr, ids = normalize_csr(qrels, n_q, n_docs, name="qrels")
     cands = sharded_topk(queries, corpus_shard, k, exclude=(indptr, ids), metric=metric,
-                         offsets=offsets, query_chunk=query_chunk, group=group, **topk_kwargs)
+                         offsets=offsets, query_block=query_block, group=group, **topk_kwargs)
     pos = positive_matrix(indptr, ids)
     lo, hi = int(offsets[rank]), int(offsets[rank + 1])
     mine_ = (pos >= lo) & (pos < hi)
@@ -354,7 +365,7 @@ def shard_sampler(candidate_ids, candidate_scores, positive_scores, n: int = 15,
     else:
         keys = np.asarray(row_keys)
         if keys.shape != (n_q,):
-            raise ValueError(f"row_keys must have shape ({n_q},), got {keys.shape}")
+            raise ParameterError("row_keys", f"row_keys must have shape ({n_q},), got {keys.shape}")
         keys = keys[rows]
     sampler = SimANSSampler(candidate_ids[rows], candidate_scores[rows], positive_scores[rows],
                             n, row_keys=keys, **sampler_kwargs)
@@ -399,8 +410,8 @@ def gather_rows(local, n_total: int, *, group=None) -> np.ndarray:
     local = np.ascontiguousarray(local)
     blk = shard_range(int(n_total), rank, world)
     if local.shape[0] != blk.stop - blk.start:
-        raise ValueError(f"rank {rank} passed {local.shape[0]} rows but its block of "
-                         f"{n_total} has {blk.stop - blk.start}")
+        raise ParameterError("rank", f"rank {rank} passed {local.shape[0]} rows but its block of "
+                                     f"{n_total} has {blk.stop - blk.start}")
     if world == 1:
         return local.copy()
     width = -(-int(n_total) // world)

@@ -9,13 +9,12 @@ them with an exact top-k (``mode="mine"``), and returns a new sampler with the s
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 
 from .. import core as _core
-from .data import _check_positive_ids
+from .._validate import check_int
+from .data import check_positive_ids as _check_positive_ids
 
 __all__ = ["RefreshSchedule", "refresh", "SimANSRefresher", "embeddings_to_numpy"]
 
@@ -67,15 +66,11 @@ class RefreshSchedule:
         self.every = _core.check_n(every, "every")
         if start is None:
             start = self.every
-        if isinstance(start, (bool, np.bool_)) or not isinstance(start, numbers.Integral) \
-                or start < 0:
-            raise ValueError(f"start must be a non-negative int, got {start!r}")
-        self.start = int(start)
+        self.start = check_int(start, "start", min=0, what="a non-negative int")
 
     def due(self, step: int) -> bool:
         """Whether ``step`` (the number of optimisation steps done) is a refresh step."""
-        if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral):
-            raise ValueError(f"step must be an int, got {step!r}")
+        check_int(step, "step", what="an int")
         return step >= self.start and (step - self.start) % self.every == 0
 
     def __repr__(self) -> str:

@@ -13,17 +13,19 @@ import math
 import numpy as np
 import torch
 
+from .. import _config
 from .. import core as _core
-from ..rng import to_u64
+from .._validate import ParameterError, check_choice, check_epoch, \
+    check_seed, validate
 from . import _rng
 
-__all__ = ["simans_negatives_torch", "in_worker", "tensor_to_numpy"]
+__all__ = ["simans_negatives_torch", "in_worker", "tensor_to_numpy", "resolve_parallel"]
 
 _IMPLS = ("auto", "core", "torch")
 _FLT_MAX = float(np.finfo(np.float32).max)
 # draws of the torch path use their own domain of the stream so that they are never the very
 # numbers the core kernels use for the same (seed, epoch, key)
-_TORCH_DOMAIN = 0x544F524348_4B4559  # "TORCHKEY"
+_TORCH_DOMAIN = _config.TORCH_DOMAIN  # "TORCHKEY" (simans_fast._config.RNG_DOMAINS)
 _CHUNK_ELEMS = 1 << 21  # rows x k elements processed at once on the torch path
 
 
@@ -39,19 +41,21 @@ def in_worker() -> bool:
     return get_worker_info() is not None
 
 
-#: below this many rows the serial kernels are used by default: waking a thread pool costs more
-#: than drawing a training batch (and much more on a busy machine)
-PARALLEL_MIN_ROWS = 8192
+#: below this many rows the serial kernels are used by default (simans_fast._config)
+PARALLEL_MIN_ROWS = _config.PARALLEL_MIN_ROWS
 
 
-def _parallel(parallel, n_rows=None):
-    """Resolve ``parallel=None``: multi-threaded only outside DataLoader workers and for at least
-    :data:`PARALLEL_MIN_ROWS` rows."""
-    if parallel is None:
-        if n_rows is not None and n_rows < PARALLEL_MIN_ROWS:
-            return False
-        return not in_worker()
-    return bool(parallel)
+def resolve_parallel(parallel, n_rows=None):
+    """Resolve ``parallel=None`` with the package's one policy
+    (:func:`simans_fast._config.resolve_parallel`): multi-threaded only outside DataLoader
+    workers and for at least :data:`PARALLEL_MIN_ROWS` rows."""
+    if parallel is None and n_rows is not None and n_rows < _config.PARALLEL_MIN_ROWS:
+        return False  # decided without asking torch whether this is a worker
+    return _config.resolve_parallel(parallel, n_rows,
+                                    in_worker=parallel is None and in_worker())
+
+
+_parallel = resolve_parallel  # old private name
 
 
 def tensor_to_numpy(t, name: str, *, floating: bool = False):
@@ -67,17 +71,18 @@ def tensor_to_numpy(t, name: str, *, floating: bool = False):
     if floating and t.dtype in (torch.float16, torch.bfloat16):
         t = t.float()  # bfloat16 has no NumPy dtype; float16 has no Numba kernel
     if t.is_complex():
-        raise ValueError(f"{name} must be real, got dtype {t.dtype}")
+        raise ParameterError(name, f"{name} must be real, got dtype {t.dtype}")
     if t.dtype == torch.bool:
-        raise ValueError(f"{name} must be numeric, got dtype {t.dtype}")
+        raise ParameterError(name, f"{name} must be numeric, got dtype {t.dtype}")
     return t.resolve_conj().resolve_neg().numpy()
 
 
 def _device_of(*tensors):
     devs = {t.device for t in tensors if isinstance(t, torch.Tensor)}
     if len(devs) > 1:
-        raise ValueError(f"candidate_ids, candidate_scores, positive_scores and row_keys must "
-                         f"be on one device, got {sorted(str(d) for d in devs)}")
+        raise ParameterError("candidate_ids",
+                             f"candidate_ids, candidate_scores, positive_scores and row_keys must "
+                             f"be on one device, got {sorted(str(d) for d in devs)}")
     return devs.pop() if devs else torch.device("cpu")
 
 
@@ -130,8 +135,7 @@ def simans_negatives_torch(candidate_ids, candidate_scores, positive_scores, n: 
     torch.LongTensor of shape (n_q, n)
         Document ids in draw order, ``-1`` padded, on the device of ``candidate_scores``.
     """
-    if impl not in _IMPLS:
-        raise ValueError(f"impl must be one of {list(_IMPLS)}, got {impl!r}")
+    impl = check_choice(impl, "impl", _IMPLS)
     device = _device_of(candidate_ids, candidate_scores, positive_scores, row_keys)
     if impl == "auto":
         impl = "core" if device.type == "cpu" else "torch"
@@ -142,7 +146,7 @@ def simans_negatives_torch(candidate_ids, candidate_scores, positive_scores, n: 
         keys = None if row_keys is None else tensor_to_numpy(row_keys, "row_keys")
         out = _core.simans_negatives(ids, scores, pos, n, a=a, b=b, kernel=kernel, seed=seed,
                                      epoch=epoch, fallback=fallback, row_keys=keys,
-                                     parallel=_parallel(parallel, np.shape(scores)[0]))
+                                     parallel=resolve_parallel(parallel, np.shape(scores)[0]))
         res = torch.from_numpy(out)
         return res if device.type == "cpu" else res.to(device)
     return _negatives_torch(candidate_ids, candidate_scores, positive_scores, n, a=a, b=b,
@@ -158,7 +162,7 @@ def _as_tensor(x, name, device):
         return x.detach()
     arr = np.asarray(x)
     if arr.dtype == object:
-        raise ValueError(f"{name} must be numeric, got an object array")
+        raise ParameterError(name, f"{name} must be numeric, got an object array")
     return torch.as_tensor(arr, device=device)
 
 
@@ -167,18 +171,19 @@ def _check_values_torch(ids, scores, pos):
     below = ids < -1
     if bool(below.any()):
         r, c = (int(v) for v in torch.nonzero(below)[0])
-        raise _core._candidate_error(_core._k.CAND_ID_BELOW, r, c, int(ids[r, c]),
-                                     "candidate_ids", "candidate_scores")
+        raise _core.candidate_error(_core.CAND_ID_BELOW, r, c, int(ids[r, c]),
+                                    "candidate_ids", "candidate_scores")
     plus = (scores == math.inf) & (ids != -1)
     if bool(plus.any()):
         r, c = (int(v) for v in torch.nonzero(plus)[0])
-        raise _core._candidate_error(-1, r, c, int(ids[r, c]), "candidate_ids",
-                                     "candidate_scores")
+        raise _core.candidate_error(_core.CAND_SCORE_POSINF, r, c, int(ids[r, c]),
+                                    "candidate_ids", "candidate_scores")
     inf = torch.isinf(pos)
     if bool(inf.any()):
         r = int(torch.nonzero(inf)[0, 0])
-        raise ValueError(f"positive_scores is {float(pos[r])} at index ({r},): a positive's "
-                         f"score must be finite (NaN marks an unknown positive)")
+        raise ParameterError("positive_scores",
+                             f"positive_scores is {float(pos[r])} at index ({r},): a positive's "
+                             f"score must be finite (NaN marks an unknown positive)")
 
 
 def _float_dtype(device):
@@ -190,43 +195,52 @@ def _negatives_torch(candidate_ids, candidate_scores, positive_scores, n, *, a, 
                      epoch, fallback, row_keys, device):
     scores = _as_tensor(candidate_scores, "candidate_scores", device)
     if not scores.is_floating_point():
-        raise ValueError(f"candidate_scores must be a floating tensor, got dtype {scores.dtype}")
+        raise ParameterError("candidate_scores",
+                             f"candidate_scores must be a floating tensor, got dtype {scores.dtype}")
     if scores.ndim != 2:
-        raise ValueError(f"candidate_scores must be 2-dimensional, got shape {tuple(scores.shape)}")
+        raise ParameterError("candidate_scores",
+                             f"candidate_scores must be 2-dimensional, got shape {tuple(scores.shape)}")
     n_q, k = scores.shape
     ids = _as_tensor(candidate_ids, "candidate_ids", device)
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise ValueError(f"candidate_ids must be an integer tensor (document ids, -1 for "
-                         f"padding), got dtype {ids.dtype}")
+        raise ParameterError("candidate_ids",
+                             f"candidate_ids must be an integer tensor (document ids, -1 for "
+                             f"padding), got dtype {ids.dtype}")
     if tuple(ids.shape) != (n_q, k):
-        raise ValueError(f"candidate_ids must have shape {(n_q, k)} like candidate_scores, "
-                         f"got {tuple(ids.shape)}")
+        raise ParameterError("candidate_ids",
+                             f"candidate_ids must have shape {(n_q, k)} like candidate_scores, "
+                             f"got {tuple(ids.shape)}")
     pos = _as_tensor(positive_scores, "positive_scores", device)
     if pos.is_complex() or pos.dtype == torch.bool:
-        raise ValueError(f"positive_scores must be numeric, got dtype {pos.dtype}")
+        raise ParameterError("positive_scores",
+                             f"positive_scores must be numeric, got dtype {pos.dtype}")
     if pos.ndim == 2:
-        raise ValueError("positive_scores with several positives per row (n_q, m) is supported "
-                         "by impl='core' and SimANSSampler, not by impl='torch'; pick one "
-                         "positive per row")
+        raise ParameterError("positive_scores",
+                             "positive_scores with several positives per row (n_q, m) is supported "
+                             "by impl='core' and SimANSSampler, not by impl='torch'; pick one "
+                             "positive per row")
     if tuple(pos.shape) != (n_q,):
-        raise ValueError(f"positive_scores must have shape ({n_q},) (one score per query row), "
-                         f"got {tuple(pos.shape)}")
-    n = _core.check_n(n)
-    a = _core.check_param(a, "a", nonneg=True)
-    b = _core.check_param(b, "b")
-    _core.check_kernel(kernel)
-    fallback = _core.check_fallback(fallback)
-    seed_u = int(to_u64(seed, "seed"))
-    epoch_u = int(to_u64(epoch, "epoch"))
+        raise ParameterError("positive_scores",
+                             f"positive_scores must have shape ({n_q},) (one score per query row), "
+                             f"got {tuple(pos.shape)}")
+    n = validate("n", n)
+    a = validate("a", a)
+    b = validate("b", b)
+    kernel = validate("kernel", kernel)
+    fallback = validate("fallback", fallback)
+    seed_u = check_seed(seed)
+    epoch_u = check_epoch(epoch)
     if row_keys is None:
         keys = torch.arange(n_q, dtype=torch.int64, device=device)
     else:
         keys = _as_tensor(row_keys, "row_keys", device)
         if keys.is_floating_point() or keys.is_complex() or keys.dtype == torch.bool:
-            raise ValueError(f"row_keys must be integers (global query keys), got dtype "
-                             f"{keys.dtype}")
+            raise ParameterError("row_keys",
+                                 f"row_keys must be integers (global query keys), got dtype "
+                                 f"{keys.dtype}")
         if tuple(keys.shape) != (n_q,):
-            raise ValueError(f"row_keys must have shape ({n_q},), got {tuple(keys.shape)}")
+            raise ParameterError("row_keys",
+                                 f"row_keys must have shape ({n_q},), got {tuple(keys.shape)}")
         keys = keys.to(torch.int64)
     _check_values_torch(ids, scores, pos)
     fdt = _float_dtype(device)
@@ -234,8 +248,9 @@ def _negatives_torch(candidate_ids, candidate_scores, positive_scores, n, *, a, 
     unknown = ~torch.isfinite(pos)
     if fallback == "raise" and bool(unknown.any()):
         first = int(torch.nonzero(unknown)[0, 0])
-        raise ValueError(f"positive_scores has {int(unknown.sum())} unknown (non-finite) "
-                         f"value(s), first at row {first}, and fallback='raise'")
+        raise ParameterError("positive_scores",
+                             f"positive_scores has {int(unknown.sum())} unknown (non-finite) "
+                             f"value(s), first at row {first}, and fallback='raise'")
     out = torch.full((n_q, n), -1, dtype=torch.int64, device=device)
     if n_q == 0 or k == 0:
         return out

@@ -6,9 +6,11 @@ import warnings
 
 import numpy as np
 
-from ..io import ST_ON_SHORT, st_fill_negatives
-from .data import _check_epoch, _check_positive_ids, _check_sampler, _positive_ids_for
-from .sampling import _parallel
+from ..formats.sentence_transformers import ST_ON_SHORT, st_fill_negatives
+from .._validate import check_epoch as _check_epoch
+from .data import check_positive_ids as _check_positive_ids, check_sampler as _check_sampler, \
+    positive_ids_for as _positive_ids_for
+from .sampling import resolve_parallel as _parallel
 
 __all__ = ["to_sentence_transformers"]
 
