@@ -197,11 +197,6 @@ def _check_header(header, hp, arg):
         raise _with_arg(e, arg) from None
 
 
-def _test_kill_point(point: str) -> None:
-    """Removed: the package holds no kill hook any more (tests pass a callback or patch
-    ``os.replace``); kept as a no-op so old imports keep working."""
-
-
 def _check_arrays(arrays, n_docs=None):
     return _cand._check_arrays(arrays)
 

@@ -969,10 +969,8 @@ def test_cold_numba_cache_note(tmp_path, monkeypatch, baseline, capsys):
 def test_the_package_holds_no_test_hooks():
     """Kills in the resume tests come from tests/_cli_kill.py's callback, not from env vars."""
     pkg = os.path.dirname(os.path.abspath(simans_fast.__file__))
-    files = [os.path.join(pkg, "pipeline.py"), os.path.join(pkg, "diagnostics.py"),
-             os.path.join(pkg, "demo.py")]
-    files += [os.path.join(pkg, "cli", f) for f in os.listdir(os.path.join(pkg, "cli"))
-              if f.endswith(".py")]
+    files = [os.path.join(root, f) for root, _dirs, names in os.walk(pkg)
+             for f in names if f.endswith(".py")]  # the whole package, encode.py and io.py too
     assert not os.path.exists(os.path.join(pkg, "cli.py"))
     for f in files:
         with open(f, encoding="utf-8") as fh:
