@@ -18,6 +18,7 @@ from scipy import stats
 from simans_fast.formats import FormatError
 from simans_fast.formats import flagembedding as fe
 from simans_fast import hn_mine as H
+from simans_fast.cli import hn_mine as CH  # FlagEmbedding's flags live in the CLI
 
 
 # ============================================================================ references
@@ -213,7 +214,7 @@ def test_padding_is_uniform_over_allowed_texts():
 
 # ============================================================================ the command line
 def _parser():
-    return H.add_hn_mine_arguments(argparse.ArgumentParser(prog="hn-mine"))
+    return CH.add_hn_mine_arguments(argparse.ArgumentParser(prog="hn-mine"))
 
 
 def test_flagembedding_flags_parse():
@@ -223,7 +224,7 @@ def test_flagembedding_flags_parse():
             "--query_instruction_for_retrieval", "Represent: ",
             "--query_instruction_format_for_retrieval", "{}\\n{}", "--devices", "cuda:0",
             "cuda:1", "--use_fp16", "False", "--batch_size", "64"]
-    kw = H.hn_mine_kwargs(_parser().parse_args(argv))
+    kw = CH.hn_mine_kwargs(_parser().parse_args(argv))
     assert kw["model"] == "BAAI/bge-base-en-v1.5"
     assert (kw["input_file"], kw["output_file"]) == ("in.jsonl", "out.jsonl")
     assert kw["range_for_sampling"] == "2-200" and kw["negative_number"] == 15
@@ -234,7 +235,7 @@ def test_flagembedding_flags_parse():
     assert kw["normalize_embeddings"] is True and kw["strategy"] == "random"
     assert kw["search_batch_size"] == 64 and kw["batch_size"] == 64
     # older spelling, dashed spelling, --no_ forms, our flags
-    kw = H.hn_mine_kwargs(_parser().parse_args(
+    kw = CH.hn_mine_kwargs(_parser().parse_args(
         ["--model_name_or_path", "m", "--input-file", "i", "--output-file", "o",
          "--no_normalize_embeddings", "--devices", "cpu", "--strategy", "simans", "--a", "2",
          "--b", "-0.5", "--kernel", "laplace", "--seed", "9", "--score_scale", "10",
@@ -259,7 +260,7 @@ def test_unsupported_flags_are_errors(extra, message):
     args = _parser().parse_args(["--embedder_name_or_path", "m", "--input_file", "i",
                                  "--output_file", "o"] + extra)
     with pytest.raises(ValueError, match=message):
-        H.hn_mine_kwargs(args)
+        CH.hn_mine_kwargs(args)
 
 
 def test_parser_rejects_bad_values():
