@@ -741,6 +741,20 @@ def _encode_to_file(job, path, key, resume, callback=None):
     return list(shape)
 
 
+def _make_job(model, texts, lengths, role, prompt_name, prompt, batch_size, chunk_size, device,
+              pool, normalize_embeddings, dkey, progress):
+    """Load the model (a name or path on ``device`` when that is one device), resolve the
+    prompt and build the encoding job: ``(model, prompt, job)``."""
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model, device=device if isinstance(device, str) else None)
+    else:
+        model = load_model(model)
+    prompt = resolve_prompt(model, role, prompt_name, prompt)
+    job = _Job(model, texts, lengths, role, prompt, batch_size, chunk_size, device, pool,
+               normalize_embeddings, dkey, progress)
+    return model, prompt, job
+
+
 def encode(model, texts, *, role="document", prompt_name=None, prompt=None, batch_size=32,
            device=None, normalize_embeddings=True, dtype="float32", out=None, cache_folder=None,
            progress=True, chunk_size=None, pool=None, resume=True, callback=None):
@@ -818,13 +832,8 @@ def encode(model, texts, *, role="document", prompt_name=None, prompt=None, batc
             raise ValueError(f"cache_folder {cache_folder!r}: is not a directory")
     on_disk = out is not None or cache_folder is not None
     texts, lengths, digest = _check_texts(texts, digest=on_disk)
-    if isinstance(model, (str, os.PathLike)):
-        model = load_model(model, device=device if isinstance(device, str) else None)
-    else:
-        model = load_model(model)
-    prompt = resolve_prompt(model, role, prompt_name, prompt)
-    job = _Job(model, texts, lengths, role, prompt, batch_size, chunk_size, device, pool,
-               normalize_embeddings, dkey, progress)
+    model, prompt, job = _make_job(model, texts, lengths, role, prompt_name, prompt, batch_size,
+                                   chunk_size, device, pool, normalize_embeddings, dkey, progress)
     n = job.n
 
     if n == 0:
@@ -906,13 +915,8 @@ def encode_chunks(model, texts, *, role="document", prompt_name=None, prompt=Non
     dkey, batch_size, chunk_size, device, _ = _check_args(
         role, dtype, batch_size, chunk_size, device, pool, normalize_embeddings, None)
     texts, lengths, _ = _check_texts(texts, digest=False)
-    if isinstance(model, (str, os.PathLike)):
-        model = load_model(model, device=device if isinstance(device, str) else None)
-    else:
-        model = load_model(model)
-    prompt = resolve_prompt(model, role, prompt_name, prompt)
-    job = _Job(model, texts, lengths, role, prompt, batch_size, chunk_size, device, pool,
-               normalize_embeddings, dkey, progress)
+    _, _, job = _make_job(model, texts, lengths, role, prompt_name, prompt, batch_size,
+                          chunk_size, device, pool, normalize_embeddings, dkey, progress)
     if chunk_size is None:      # nothing to checkpoint: 4x encode's default chunks
         job.chunk_size *= 4
     return _chunks(job)
