@@ -159,6 +159,8 @@ def check_epoch(value, name: str = "epoch") -> int:
     """An epoch: a non-negative integer below ``2**64``. The one rule for the core, the
     samplers, the torch adapters and the CLI (a negative epoch is refused everywhere; it used to
     wrap modulo ``2**64`` in the core)."""
+    if type(value) is int and 0 <= value <= _U64_MAX:  # the per-batch case, without the checks
+        return value
     return check_int(value, name, min=0, max=_U64_MAX,
                      what="an integer >= 0 (and below 2**64)")
 

@@ -202,11 +202,23 @@ def check_row_keys(row_keys, n_rows: int) -> np.ndarray:
     return keys.astype(np.uint64, copy=False)
 
 
+_INT64 = np.dtype(np.int64)
+
+
 def check_rows(rows, n_rows: int) -> np.ndarray:
     """Row indices (a scalar or a 1-D integer array; negative ones count from the end) as int64;
-    ``None``: every row."""
+    ``None``: every row.
+
+    A batch that already is a non-empty C-contiguous 1-D int64 ndarray of rows in
+    ``0..n_rows-1`` is returned as it is (one bounds pass in a kernel, no copy; the callers only
+    read it); anything else is converted, or refused, below."""
     if rows is None:
         return np.arange(n_rows, dtype=np.int64)
+    if (type(rows) is np.ndarray and rows.dtype == _INT64 and rows.ndim == 1 and rows.shape[0]
+            and rows.flags.c_contiguous):
+        lo, hi = _k.row_range(rows)
+        if lo >= 0 and hi < n_rows:
+            return rows
     r = np.asarray(rows)
     if r.ndim == 0:
         r = r.reshape(1)

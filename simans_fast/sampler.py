@@ -24,6 +24,7 @@ _POS_DOMAIN = _k.POS_DOMAIN  # "POSITIVE" (simans_fast._config.RNG_DOMAINS): pos
 _POSITIVE_CHOICES = _config.POSITIVE_CHOICES
 _ARRAYS = ("candidate_ids", "candidate_scores", "positive_scores", "row_keys", "logw",
            "alias_packed", "n_valid", "peak")
+_INT64 = np.dtype(np.int64)
 
 
 from ._validate import InputError as _InputError  # noqa: E402
@@ -220,10 +221,11 @@ class SimANSSampler:
         ``pidx`` (int64, ``len(rows)``), when given, receives :meth:`positive_index` from the
         same pass."""
         epoch_u = epoch_u64(epoch)
-        mr = (_core.default_max_reject(self.n) if max_reject is None
+        n = self.n
+        mr = (_core.default_max_reject(n) if max_reject is None
               else _core.check_n(max_reject, "max_reject"))
         par = self.parallel if parallel is None else bool(parallel)
-        out = np.empty((rows.shape[0], self.n), np.int64)
+        out = np.empty((rows.shape[0], n), np.int64)
         if rows.shape[0] == 0:
             return out
         if self.k == 0:
@@ -231,13 +233,14 @@ class SimANSSampler:
             if pidx is not None:
                 pidx[:] = self.positive_index(rows=rows, epoch=epoch)
             return out
+        if rows.dtype is not _INT64 or not rows.flags.c_contiguous:
+            rows = np.ascontiguousarray(rows, np.int64)
         t = self.tables
         fn = _k.sample_batch_par if par else _k.sample_batch_ser
-        fn(t.packed, t.n_valid, t.peak, t.logw, self._indptr, self._keys,
-           np.ascontiguousarray(rows, np.int64), self._seed_u, epoch_u, self.n, bool(replace), mr,
-           bool(self._fb_rows.size), self._fb_index, self._fb_cols, self.candidate_ids,
-           bool(want_ids), out, self._pair_col, self._pair_fallback,
-           self._NO_PIDX if pidx is None else pidx, _config.CHUNK)
+        fn(t.packed, t.n_valid, t.peak, t.logw, self._indptr, self._keys, rows, self._seed_u,
+           epoch_u, n, bool(replace), mr, self._fb_rows.shape[0] > 0,
+           self._fb_index, self._fb_cols, self.candidate_ids, want_ids, out, self._pair_col,
+           self._pair_fallback, self._NO_PIDX if pidx is None else pidx, _config.CHUNK)
         return out
 
     def _sample_batch(self, rows, epoch: int = 0, parallel: bool | None = None):

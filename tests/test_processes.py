@@ -56,6 +56,52 @@ def test_bit_identical_for_one_and_two_threads_and_across_processes():
     assert ns["digest"] == one.split()[1]
 
 
+SERIAL = textwrap.dedent("""
+    import warnings
+    import numpy as np
+    import numba
+    import simans_fast as sf
+    from simans_fast import core
+    warnings.simplefilter("error")
+    rng = np.random.default_rng(5)
+    n_q, k = 300, 40
+    s = -np.sort(-rng.normal(size=(n_q, k)), axis=1).astype(np.float32)
+    ids = rng.integers(0, 10**6, size=(n_q, k))
+    ids[rng.random((n_q, k)) < 0.1] = -1
+    pos = rng.normal(1.0, 0.5, (n_q, 2))
+    pos[rng.random((n_q, 2)) < 0.2] = np.nan
+    rows = rng.integers(0, n_q, 50)
+    for a in (0.5, 1000.0):
+        for fb in ("lowest", "uniform"):
+            sf.simans_negatives(ids, s, pos, 7, a=a, fallback=fb, parallel=False)
+            sf.simans_negatives(ids, s, pos, 7, a=a, fallback=fb, replace=True, parallel=False)
+            smp = sf.SimANSSampler(ids, s, pos, n=7, a=a, fallback=fb, parallel=False)
+            smp.sample(epoch=1)
+            smp.sample(rows=rows, epoch=2)
+            smp.sample_columns(epoch=1, replace=True)
+            smp.positive_index(rows=rows, epoch=1)
+            lw = sf.ambiguity_log_weights(s, pos[:, 0], a=a, candidate_ids=ids, fallback="uniform",
+                                          parallel=False)
+            t = sf.build_alias(lw, parallel=False)
+            core.sample(t, 5, seed=1, epoch=2, parallel=False)
+            core.check_alias_arrays(t.packed, t.n_valid, t.logw, t.peak, parallel=False)
+    for strategy in ("top", "uniform", "simans"):
+        sf.select_negatives(ids, s, pos[:, 0], 5, strategy=strategy, parallel=False)
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "none"
+    print(layer)
+""")
+
+
+def test_serial_kernels_start_no_threads():
+    """``parallel=False`` runs only serial kernels: none may hold a parallel region or start
+    the threading layer (a DataLoader worker forked after that inherits a broken one; the omp
+    layer is not fork-safe). Fresh process, two threads allowed, every sampling path."""
+    assert _run(SERIAL, {"NUMBA_NUM_THREADS": "2"}) == "none"
+
+
 def test_save_load_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     s = rng.normal(size=(200, 40)).astype(np.float32)

@@ -20,6 +20,7 @@ from .._validate import (ParameterError, ParameterTypeError, check_epoch, check_
                          is_int, renamed_kwargs)
 from ..kernels.sampling import row_range as _row_range
 from ..rng import uniforms
+from ..sampler import SimANSSampler as _SimANSSampler
 from .sampling import in_worker, resolve_parallel, tensor_to_numpy
 
 _parallel = resolve_parallel  # old private name
@@ -28,6 +29,7 @@ __all__ = ["SimANSDataset", "SimANSIterableDataset", "collate_simans", "negative
            "shard_indices", "check_sampler", "check_positive_ids", "positive_ids_for"]
 
 _SHUFFLE_DOMAIN = _config.SHUFFLE_DOMAIN  # "SHUFFLE": the shuffle's own stream (the registry)
+_INT64 = np.dtype(np.int64)
 
 
 def check_sampler(sampler):
@@ -80,7 +82,7 @@ def _batch_arrays(sampler, rows, epoch, positive_ids, parallel=None, checked=Fal
     (the datasets' own), so a :class:`simans_fast.SimANSSampler` draws the negatives and the
     positive index in one kernel pass without checking them again."""
     rows = np.asarray(rows, dtype=np.int64)
-    par = resolve_parallel(parallel, rows.size)
+    par = resolve_parallel(parallel, rows.shape[0])
     fast = getattr(sampler, "_sample_batch", None) if checked else None
     if fast is not None:
         neg, pidx = fast(rows, epoch, par)
@@ -104,6 +106,9 @@ def _to_tensors(arrays):
     from_numpy = torch.from_numpy
     return {name: from_numpy(v if v.flags.c_contiguous else np.ascontiguousarray(v))
             for name, v in arrays.items()}
+
+
+_from_numpy = torch.from_numpy
 
 
 class _Batch(Sequence):
@@ -142,14 +147,26 @@ def negatives_for(sampler, query_indices, epoch: int = 0, *, parallel: bool | No
     torch.LongTensor of shape (len(query_indices), n)
         ``-1`` padded; on the device of ``query_indices`` when it is a tensor.
     """
-    _check_sampler(sampler)
-    epoch = _check_epoch(epoch)
-    device = query_indices.device if isinstance(query_indices, torch.Tensor) else None
-    rows = tensor_to_numpy(query_indices, "query_indices")
-    if rows.dtype.kind not in "iu" and rows.size:
-        raise ValueError(f"query_indices must be integers, got dtype {rows.dtype}")
-    rows = rows.ravel().astype(np.int64, copy=False)
-    neg = torch.from_numpy(sampler.sample(rows=rows, epoch=epoch, parallel=_parallel(parallel, rows.size)))
+    if type(sampler) is not _SimANSSampler:
+        check_sampler(sampler)
+    epoch = check_epoch(epoch)
+    if type(query_indices) is np.ndarray:  # the common cases: no device to return to
+        device = None
+        rows = query_indices
+    elif (type(query_indices) is torch.Tensor and query_indices.dtype is torch.int64
+          and query_indices.is_cpu and not query_indices.is_neg()):
+        device = None
+        rows = query_indices.numpy()  # shares memory, as tensor_to_numpy does
+    else:
+        device = query_indices.device if isinstance(query_indices, torch.Tensor) else None
+        rows = tensor_to_numpy(query_indices, "query_indices")
+    if rows.dtype is not _INT64 or rows.ndim != 1:
+        if rows.dtype.kind not in "iu" and rows.size:
+            raise ValueError(f"query_indices must be integers, got dtype {rows.dtype}")
+        rows = rows.ravel().astype(np.int64, copy=False)
+    # sample() checks the rows (one bounds pass for an int64 batch) and draws
+    neg = _from_numpy(sampler.sample(rows=rows, epoch=epoch,
+                                     parallel=resolve_parallel(parallel, rows.shape[0])))
     return neg if device is None or device.type == "cpu" else neg.to(device)
 
 
@@ -233,12 +250,16 @@ class SimANSDataset(_EpochAndSampler, Dataset):
         return int(self.sampler.n_queries)
 
     def _rows(self, indices):
+        """``indices`` (a list of ints from the DataLoader's batch sampler, an array) as a
+        C-contiguous int64 array of rows in ``0..n_queries-1``: one bounds pass; negative
+        indices count from the end; ``IndexError`` / ``ValueError`` otherwise."""
         rows = np.asarray(indices)
-        if rows.dtype.kind not in "iu" and rows.size:
-            raise ValueError(f"indices must be integers, got {indices!r}")
-        rows = np.ascontiguousarray(rows.astype(np.int64, copy=False).ravel())
-        n_q = len(self)
-        if rows.size:
+        if rows.dtype is not _INT64 or rows.ndim != 1 or not rows.flags.c_contiguous:
+            if rows.dtype.kind not in "iu" and rows.size:
+                raise ValueError(f"indices must be integers, got {indices!r}")
+            rows = np.ascontiguousarray(rows.astype(np.int64, copy=False).ravel())
+        n_q = self.sampler.n_queries
+        if rows.shape[0]:
             lo, hi = _row_range(rows)
             if lo < -n_q or hi >= n_q:
                 raise IndexError(f"index out of range for a dataset of {n_q} queries")
@@ -259,8 +280,16 @@ class SimANSDataset(_EpochAndSampler, Dataset):
     def __getitems__(self, indices):
         if not isinstance(indices, (list, np.ndarray)):
             indices = list(indices)
-        arrays = _batch_arrays(self.sampler, self._rows(indices), self.epoch,
-                               self.positive_ids, checked=True)
+        rows = self._rows(indices)  # int64, C-contiguous, bounds checked
+        sampler = self.sampler
+        if type(sampler) is _SimANSSampler and self.positive_ids is None:
+            # the DataLoader's hot path: one kernel pass, three tensors sharing the arrays
+            # (each call allocates its own: nothing is shared across threads or workers)
+            neg, pidx = sampler._sample_batch(rows, self.epoch,
+                                              resolve_parallel(None, rows.shape[0]))
+            return _Batch({"query_index": _from_numpy(rows), "positive_index": _from_numpy(pidx),
+                           "negative_ids": _from_numpy(neg)})
+        arrays = _batch_arrays(sampler, rows, self.epoch, self.positive_ids, checked=True)
         return _Batch(_to_tensors(arrays))
 
 
