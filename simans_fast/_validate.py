@@ -37,7 +37,7 @@ __all__ = ["ParameterError", "ParameterTypeError", "InputError", "CONSTRAINTS", 
            "validate", "check_int", "check_real", "check_bool", "check_choice", "check_seed",
            "check_epoch", "check_k", "check_pos_int", "check_offset", "check_float_matrix",
            "check_ids", "check_embeddings", "as_matrix", "normalize_csr", "renamed_kwargs",
-           "is_int"]
+           "is_int", "check_window"]
 
 
 class ParameterError(ValueError):
@@ -112,6 +112,44 @@ def check_int(value, name: str, *, min=None, max=None, allow_none: bool = False,
         rule = given if given is not None else _bound_text(min, max)
         raise ParameterError(name, f"{name} must be {rule}, got {v}")
     return v
+
+
+def check_window(value, name: str = "window", *, text: bool = False):
+    """A rank window ``(lo, hi)``: 0-based ranks, ``hi`` exclusive or None (no bound),
+    ``0 <= lo < hi``. Returns ``(lo, hi)`` as Python ints (``hi`` may be None), or None for None.
+
+    A pair (tuple or list) of integers is always accepted; with ``text=True`` also the string
+    forms ``"LO-HI"`` / ``"LO-"`` of saved parameter sets and FlagEmbedding's
+    ``range_for_sampling`` (``"10-210"``).
+    """
+    if value is None:
+        return None
+    if text and isinstance(value, str):
+        lo_s, sep, hi_s = value.partition("-")
+        if not sep or not lo_s.isdigit() or not (hi_s == "" or hi_s.isdigit()) or not (
+                lo_s.isascii() and hi_s.isascii()):
+            raise ParameterError(name, f"{name} must be LO-HI or LO- with whole numbers "
+                                       f"(0-based ranks, HI exclusive, e.g. 10-210), got "
+                                       f"{value!r}")
+        lo, hi = int(lo_s), (int(hi_s) if hi_s else None)
+        if hi is not None and hi <= lo:
+            raise ParameterError(name, f"{name} must satisfy LO < HI (0-based ranks, HI "
+                                       f"exclusive), got {value!r}")
+        return lo, hi
+    if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ParameterError(name, f"{name} must be a pair (lo, hi) of ranks, hi exclusive (hi "
+                                   f"may be None{', or LO-HI text' if text else ''}), got "
+                                   f"{value!r}")
+    wlo, whi = value
+    for v, nm in ((wlo, "lo"), (whi, "hi")):
+        if v is None and nm == "hi":
+            continue
+        if not is_int(v) or int(v) < 0:
+            raise ParameterError(name, f"{name} {nm} must be a non-negative integer, got {v!r} "
+                                       f"in {name}={value!r}")
+    if whi is not None and int(whi) <= int(wlo):
+        raise ParameterError(name, f"{name} must satisfy lo < hi, got {name}={value!r}")
+    return int(wlo), (None if whi is None else int(whi))
 
 
 def check_real(value, name: str, *, min=None, max=None, min_exclusive: bool = False,

@@ -155,8 +155,6 @@ def _normalize_rows_inplace(x):
     return x
 
 
-#: the package's one thread policy (:func:`simans_fast._config.thread_limits`)
-_Threads = thread_limits
 
 
 # ------------------------------------------------------------------------------------ topk
@@ -282,7 +280,7 @@ def topk(
         backend = _choose_backend(n_q, n_d, queries.shape[1], k, index)
         logger.info("simans_fast.topk: backend=%r for %d queries x %d docs (dim %d, k=%d)",
                     backend, n_q, n_d, queries.shape[1], k)
-    with _Threads(n_threads):
+    with thread_limits(n_threads):  # the package's one thread policy
         if backend == "numba":
             ids, scores = _topk_numba(queries, corpus, k, metric, excl, progress,
                                       query_block, corpus_block, query_offset=query_offset,

@@ -413,7 +413,9 @@ def topk_torch(
         moved to the device at once (default: about 256 MiB of raw rows; a corpus already on
         ``device`` is not copied).
     n_threads : int, optional
-        torch intra-op threads during this call when computing on the CPU (restored after).
+        Threads during this call when computing on the CPU: torch's intra-op pool, Numba's
+        and BLAS's, as everywhere in the package (:func:`simans_fast._config.thread_limits`;
+        restored after, also after an error).
     query_offset, corpus_offset : int, default=0
         The global row numbers of ``queries[0]`` and ``corpus[0]`` when these are slices of a
         larger set (query chunks, corpus shards): every row keeps its place in the grid of
@@ -483,18 +485,12 @@ def topk_torch(
                              "(shard it, see simans_fast.torch.distributed.sharded_topk)")
     excl = _normalize_exclude(exclude, n_q, n_d)
 
-    prev_threads = None
-    if n_threads is not None and dev.type == "cpu":
-        prev_threads = torch.get_num_threads()
-        torch.set_num_threads(n_threads)
-    try:
-        with torch.no_grad():
-            ids, scores = _run(queries, corpus, k, metric, excl, dev, cdt, query_block,
-                               corpus_block, query_offset, corpus_offset, progress,
-                               return_tensors, torch)
-    finally:
-        if prev_threads is not None:
-            torch.set_num_threads(prev_threads)
+    # the package's thread policy (torch is imported, so it reaches torch's pool); on a GPU
+    # the thread count is not the resource
+    with _config.thread_limits(n_threads if dev.type == "cpu" else None), torch.no_grad():
+        ids, scores = _run(queries, corpus, k, metric, excl, dev, cdt, query_block,
+                           corpus_block, query_offset, corpus_offset, progress,
+                           return_tensors, torch)
     return Candidates(ids, scores, "torch")
 
 

@@ -212,34 +212,10 @@ def warn_if_flat(eff: EffectiveCandidates, n: int | None = None, *,
 def parse_window(value, parameter: str = "window"):
     """A rank window as saved in a parameter set: ``"LO-HI"`` / ``"LO-"`` (FlagEmbedding's
     ``10-210``) or a pair ``(lo, hi)``; returns ``(lo, hi)`` (``hi`` None: no bound) or None.
+    The rule is :func:`simans_fast._validate.check_window` (errors name ``parameter``)."""
+    from ._validate import check_window
 
-    Ranks are 0-based and ``HI`` is exclusive; ``0 <= LO < HI``. Errors are
-    :class:`simans_fast._validate.ParameterError` naming ``parameter``.
-    """
-    from ._validate import ParameterError
-
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        lo, hi = value
-        ok = (isinstance(lo, int) and not isinstance(lo, bool)
-              and (hi is None or (isinstance(hi, int) and not isinstance(hi, bool))))
-        if not ok:
-            raise ParameterError(parameter, f"{value!r}: expected LO-HI or LO- (ranks, e.g. "
-                                            "10-210)")
-    elif isinstance(value, str):
-        lo_s, sep, hi_s = value.partition("-")
-        if not sep or not lo_s.isdigit() or not (hi_s == "" or hi_s.isdigit()) or not (
-                lo_s.isascii() and hi_s.isascii()):
-            raise ParameterError(parameter, f"{value!r}: expected LO-HI or LO- with whole "
-                                            "numbers (0-based ranks, HI exclusive, e.g. 10-210)")
-        lo, hi = int(lo_s), (int(hi_s) if hi_s else None)
-    else:
-        raise ParameterError(parameter, f"{value!r}: expected LO-HI or LO- (ranks, e.g. 10-210)")
-    if lo < 0 or (hi is not None and hi <= lo):
-        raise ParameterError(parameter, f"{value!r}: needs 0 <= LO < HI (0-based ranks, HI "
-                                        "exclusive)")
-    return (lo, hi)
+    return check_window(value, parameter, text=True)
 
 
 def score_scale_of(parameters) -> float:

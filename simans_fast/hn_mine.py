@@ -114,22 +114,18 @@ def _check_real(x, name, *, positive=False):
 
 
 def parse_range(range_for_sampling, name: str = "range_for_sampling") -> tuple:
-    """``"10-210"`` (or a pair) -> ``(10, 210)``: ranks ``lo <= rank < hi``, 0-based."""
-    if isinstance(range_for_sampling, str):
-        parts = range_for_sampling.split("-")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"{name} must look like '10-210' (two non-negative integers "
-                             f"lo-hi), got {range_for_sampling!r}")
-        lo, hi = (int(p) for p in parts)
-    elif isinstance(range_for_sampling, (tuple, list)) and len(range_for_sampling) == 2:
-        lo = _check_int(range_for_sampling[0], f"{name}[0]", low=0)
-        hi = _check_int(range_for_sampling[1], f"{name}[1]", low=0)
-    else:
-        raise ValueError(f"{name} must be a string 'lo-hi' or a pair (lo, hi), got "
-                         f"{range_for_sampling!r}")
-    if hi <= lo:
-        raise ValueError(f"{name} must satisfy lo < hi, got {range_for_sampling!r}")
-    return lo, hi
+    """``"10-210"`` (or a pair) -> ``(10, 210)``: ranks ``lo <= rank < hi``, 0-based; both
+    bounds required, as in FlagEmbedding. The rule is :func:`simans_fast._validate.check_window`."""
+    from ._validate import ParameterError, check_window
+
+    value = range_for_sampling
+    if isinstance(value, str):
+        value = "".join(value.split())  # FlagEmbedding int()s each side: "10 - 210" reads
+    window = None if value is None else check_window(value, name, text=True)
+    if window is None or window[1] is None:
+        raise ParameterError(name, f"{name} must give both bounds, lo-hi (e.g. 10-210), got "
+                                   f"{range_for_sampling!r}")
+    return window
 
 
 def _check_format(fmt, name="query_instruction_format"):

@@ -83,7 +83,8 @@ import numpy as np
 
 from . import _config
 from . import core as _core
-from ._validate import ParameterError, check_choice, check_epoch, check_int, check_seed
+from ._validate import (ParameterError, check_choice, check_epoch, check_int, check_seed,
+                        check_window)
 from .kernels import strategies as _k
 
 __all__ = ["RANK_RULES", "STRATEGIES", "THRESHOLD_RULES", "FilteredCandidates",
@@ -151,24 +152,10 @@ _check_choice = check_choice
 def _check_rank_limits(skip, window):
     skip = check_int(skip, "skip", min=0, what="a non-negative integer (ranks to skip)")
     lo, hi = int(skip), _NO_LIMIT
+    window = check_window(window, "window")
     if window is not None:
-        if isinstance(window, str) or not hasattr(window, "__len__") or len(window) != 2:
-            raise ParameterError("window", f"window must be a pair (lo, hi) of ranks, hi "
-                                           f"exclusive (hi may be None), got {window!r}")
-        wlo, whi = window
-        for v, nm in ((wlo, "lo"), (whi, "hi")):
-            if v is None and nm == "hi":
-                continue
-            try:
-                check_int(v, "window", min=0)
-            except ParameterError:
-                raise ParameterError("window", f"window {nm} must be a non-negative integer, "
-                                               f"got {v!r} in window={window!r}") from None
-        if whi is not None and whi <= wlo:
-            raise ParameterError("window", f"window must satisfy lo < hi, got "
-                                           f"window={window!r}")
-        lo = max(lo, int(wlo))
-        hi = _NO_LIMIT if whi is None else int(whi)
+        lo = max(lo, window[0])
+        hi = _NO_LIMIT if window[1] is None else window[1]
     return lo, hi
 
 

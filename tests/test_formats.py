@@ -319,7 +319,7 @@ def _source_module(package, env, modules, required=False):
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             if required:  # a declared test dependency: its absence is a broken install
-                pytest.fail(f"{package} is in the [test] extra but is not installed")
+                pytest.fail(f"{package} is installed by the README's test command but is not installed")
             pytest.skip(f"{package} is not installed (set {env} to an unpacked wheel to run)")
         root = list(spec.submodule_search_locations)[0]
     if not os.path.isdir(root):
@@ -348,7 +348,9 @@ def _source_module(package, env, modules, required=False):
 def test_pylate_kdprocessing_reads_our_files(tmp_path):
     """PyLate's own KDProcessing (map and transform) on our three files."""
     datasets = pytest.importorskip("datasets")
-    (proc,) = _source_module("pylate", "SIMANS_FAST_PYLATE_SRC", ["pylate.utils.processing"])
+    # installed with --no-deps by the README's test command (PyLate pins sentence-transformers 5.3)
+    (proc,) = _source_module("pylate", "SIMANS_FAST_PYLATE_SRC", ["pylate.utils.processing"],
+                             required=True)
     query_ids, doc_ids, ids, scores, qt, dt = _pl_arrays()
     paths = [str(tmp_path / f) for f in ("train.jsonl", "queries.jsonl", "documents.jsonl")]
     pl.write_distillation(*paths, query_ids=query_ids, doc_ids=doc_ids, candidate_ids=ids,
@@ -694,3 +696,50 @@ def test_run_candidates_feed_the_samplers_and_rescoring(tmp_path):
     want = np.einsum("qd,qkd->qk", Q.astype(np.float64), C[np.where(valid, run.ids, 0)])
     np.testing.assert_allclose(s[valid], want[valid], rtol=1e-5, atol=1e-5)
     assert np.all(np.isneginf(s[~valid]))
+
+
+# ------------------------------------------------------------------ texts to encode, finiteness
+def test_read_text_records_keeps_file_order_and_joins_titles(tmp_path):
+    from simans_fast.formats.texts import read_text_records
+
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"_id": "d2", "title": "T", "text": "two"}\n\n{"_id": 7, "text": "seven"}\n'
+                 '{"_id": "d0", "text": "zero"}\n', encoding="utf-8")
+    assert read_text_records(str(p), what="document") == (["d2", "7", "d0"],
+                                                          ["T two", "seven", "zero"])
+    t = tmp_path / "q.tsv"
+    t.write_text("id\ttext\nq1\tone\nq0\tnil\n", encoding="utf-8")
+    assert read_text_records(t, what="query") == (["q1", "q0"], ["one", "nil"])
+
+
+@pytest.mark.parametrize("body, line, words", [
+    ('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', 2, "first on line 1"),
+    ('{"_id": "a", "text": "x"}\n{"_id": "b c", "text": "y"}\n', 2, "single tokens"),
+    ('{"_id": "a", "title": " ", "text": " "}\n', 1, "empty text"),
+    ("", None, "holds no document texts"),
+])
+def test_read_text_records_refuses_bad_records(tmp_path, body, line, words):
+    from simans_fast._validate import InputError
+    from simans_fast.formats.texts import read_text_records
+
+    p = tmp_path / "c.jsonl"
+    p.write_text(body, encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        read_text_records(str(p), what="document", parameter="doc_texts")
+    assert str(e.value).startswith(f"{p}: ") and words in str(e.value)
+    assert e.value.parameter == "doc_texts" and e.value.line == line
+
+
+def test_check_finite_names_the_first_bad_row_of_a_memory_map(tmp_path):
+    from simans_fast._validate import InputError
+    from simans_fast.formats.embeddings import check_finite, read_embeddings
+
+    x = np.ones((50, 4), np.float32)
+    p = tmp_path / "e.npy"
+    np.save(p, x)
+    check_finite(read_embeddings(str(p)), path=str(p))            # all finite: no error
+    x[37, 1], x[41, 0] = np.inf, np.nan
+    np.save(p, x)
+    with pytest.raises(InputError, match=r"e\.npy: row 37 holds NaN or infinite") as e:
+        check_finite(read_embeddings(str(p)), path=str(p), parameter="corpus", block=16)
+    assert e.value.parameter == "corpus" and e.value.path == str(p)

@@ -65,7 +65,7 @@ def _random_lists(rng, n_q=60, hi=40, n_corpus=70):
 def test_parse_range():
     assert H.parse_range("10-210") == (10, 210)
     assert H.parse_range((0, 5)) == (0, 5)
-    for bad in ("10", "10-", "a-b", "5-5", "9-3", "-1-4", "1-2-3", 7, (3, 1)):
+    for bad in ("10", "10-", "a-b", "5-5", "9-3", "-1-4", "1-2-3", 7, (3, 1), None, (2, None)):
         with pytest.raises(ValueError, match="range_for_sampling"):
             H.parse_range(bad)
 

@@ -341,3 +341,32 @@ def test_sf_topk_backend_torch_dispatches():
     np.testing.assert_array_equal(got.ids, ref.ids)
     with pytest.raises(ValueError, match="device and dtype are only used by backend='torch'"):
         sf.topk(q, c, 7, backend="numba", device="cpu")
+
+
+def test_n_threads_is_the_package_thread_policy_during_the_call(monkeypatch):
+    """``n_threads`` limits torch's pool and Numba's during the call (one rule:
+    ``_config.thread_limits``) and both come back afterwards, also after an error."""
+    import numba
+
+    import simans_fast.candidates_torch as ct
+
+    seen = []
+    real = ct._run
+
+    def spy(*a, **k):
+        seen.append((torch.get_num_threads(), numba.get_num_threads()))
+        return real(*a, **k)
+
+    monkeypatch.setattr(ct, "_run", spy)
+    q, c, _ = _integer(n_q=4, n_d=30)
+    before = (torch.get_num_threads(), numba.get_num_threads())
+    topk_torch(q, c, 5, n_threads=1)
+    assert seen == [(1, 1)] and (torch.get_num_threads(), numba.get_num_threads()) == before
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ct, "_run", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        topk_torch(q, c, 5, n_threads=1)
+    assert (torch.get_num_threads(), numba.get_num_threads()) == before

@@ -355,3 +355,30 @@ def test_leaves_import_nothing_of_the_package_above_them():
             if isinstance(node, ast.ImportFrom) and node.level:
                 mods = {node.module} if node.module else {a.name for a in node.names}
                 assert mods <= allowed, (leaf, mods)
+
+
+def test_check_window_is_the_one_rank_window_rule():
+    """Pairs everywhere, ``LO-HI`` text only where asked (saved parameter sets): the rule
+    strategies' ``window=`` and the saved sets' parser share."""
+    import numpy as np
+
+    from simans_fast._validate import ParameterError, check_window
+    from simans_fast.diagnostics import parse_window
+    from simans_fast.strategies import filter_candidates
+
+    assert check_window(None) is None
+    assert check_window((np.int64(2), None)) == (2, None) and check_window([0, 5]) == (0, 5)
+    assert check_window("10-210", text=True) == (10, 210) == parse_window("10-210")
+    assert parse_window("7-") == (7, None) == parse_window((7, None))
+    for bad in [(True, 3), (3, 3), (-1, 4), (1.0, 3), [1], 5, "10-210"]:
+        with pytest.raises(ParameterError) as e:
+            check_window(bad)
+        assert e.value.parameter == "window"
+    for bad in ["10-5", "x-3", "3", "-3", "1-2-3", (2, 1)]:
+        with pytest.raises(ParameterError) as e:
+            parse_window(bad, "range_for_sampling")
+        assert e.value.parameter == "range_for_sampling"
+    ids = np.arange(12, dtype=np.int64).reshape(2, 6)
+    scores = -np.arange(12, dtype=np.float32).reshape(2, 6)
+    with pytest.raises(ParameterError, match="lo < hi"):
+        filter_candidates(ids, scores, window=(4, 2))

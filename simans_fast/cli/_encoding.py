@@ -7,7 +7,8 @@ import os
 import time
 
 from ._common import NoLoadBars, fmt_time, say
-from .errors import CLIError
+from . import _lib
+from .errors import CLIError, reading
 
 EMBEDDINGS_DIR = "embeddings"
 
@@ -120,7 +121,6 @@ def precheck_out(job, partial: dict, *, resume: bool, overwrite: bool) -> None:
     later): a run there (candidates, checkpoints or embeddings) needs --resume or --overwrite;
     --resume needs the same model identity, prompts, texts and parameters."""
     from ..pipeline import identity_diff, read_job_file
-    from .errors import reading
 
     out = job.out
     emb = os.path.join(out, EMBEDDINGS_DIR)
@@ -157,7 +157,7 @@ def _stat_key(path):
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def encode_all(args, model, job, partial, qtexts, dtexts, progress, check_finite):
+def encode_all(args, model, job, partial, qtexts, dtexts, progress):
     """Encode queries and documents into OUT/embeddings (resumable; reused when complete)."""
     import numpy as np
 
@@ -191,7 +191,8 @@ def encode_all(args, model, job, partial, qtexts, dtexts, progress, check_finite
         say(f"  {arr.shape[0]} x {arr.shape[1]} {np.dtype(arr.dtype).name} "
             + ("(finished embeddings of the same model, prompt and texts reused)" if reused
                else f"in {fmt_time(dt)} ({len(texts) / max(dt, 1e-9):.0f} texts/s)"))
-        check_finite(arr, "--model", path)
+        with reading("--model"):
+            _lib.check_finite(arr, path=path)
         arrays[name] = arr
     if job.callback is not None:
         job.callback("encoded", {"path": edir})

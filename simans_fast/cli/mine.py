@@ -269,41 +269,9 @@ def _check_inputs_not_outputs(args, out: str) -> None:
                                "it or choose another --out")
 
 
-def _check_finite(arr, arg: str, path: str, block: int = 1 << 14) -> None:
-    """Every embedding value is finite (NaN or inf rows would be silently mis-ranked)."""
-    import numpy as np
-
-    for lo in range(0, arr.shape[0], block):
-        x = np.asarray(arr[lo:lo + block])
-        ok = np.isfinite(x).all(axis=1)
-        if not ok.all():
-            r = lo + int(np.flatnonzero(~ok)[0])
-            raise CLIError(f"{arg} {path}: row {r} holds NaN or infinite values; fix the "
-                           "embeddings (every value must be finite)")
-
-
-def _read_text_records(path: str, arg: str, what: str):
-    """``(ids, texts to encode)`` of every record of a texts file, in file order, checked."""
-    ids, texts, seen = [], [], {}
+def _check_finite(arr, arg: str, path: str) -> None:
     with reading(arg):
-        for lineno, i, title, text in _lib.iter_texts(path):
-            if _lib.bad_id(i):
-                raise CLIError(f"{arg} {path}: line {lineno}: {what} id {i!r} is empty or "
-                               "contains whitespace or control characters; ids must be single "
-                               "tokens")
-            if i in seen:
-                raise CLIError(f"{arg} {path}: line {lineno}: id {i!r} appears a second time "
-                               f"(first on line {seen[i]}); keep one text per id")
-            seen[i] = lineno
-            joined = f"{title} {text}" if title else text  # as the sentence-transformers writer
-            if not joined.strip():
-                raise CLIError(f"{arg} {path}: line {lineno}: {what} {i!r} has an empty text; "
-                               "every text must be non-empty")
-            ids.append(i)
-            texts.append(joined)
-    if not ids:
-        raise CLIError(f"{arg} {path}: holds no {what} texts; check the file")
-    return ids, texts
+        _lib.check_finite(arr, path=path)
 
 
 def _run_error(e) -> str:
@@ -459,8 +427,10 @@ def run(args, callback=None) -> int:
         qlabel, dlabel = f"--query-ids {args.query_ids}", f"--doc-ids {args.doc_ids}"
     else:  # ids (and, with --model, the texts to encode) from the texts
         (qpath, qarg), (dpath, darg) = _negatives.text_sources(args)
-        qids_all, qtexts_all = _read_text_records(qpath, qarg, "query")
-        dids, dtexts = _read_text_records(dpath, darg, "document")
+        with reading(qarg):
+            qids_all, qtexts_all = _lib.read_text_records(qpath, what="query")
+        with reading(darg):
+            dids, dtexts = _lib.read_text_records(dpath, what="document")
         qlabel, dlabel = f"{qarg} {qpath}", f"{darg} {dpath}"
     n_docs = len(dids)
     if args.run is None and args.k > n_docs:
@@ -523,7 +493,7 @@ def run(args, callback=None) -> int:
         job = make_job(partial)
         _encoding.precheck_out(job, partial, resume=args.resume, overwrite=args.overwrite)
         queries, corpus = _encoding.encode_all(args, model, job, partial, qtexts, dtexts,
-                                               progress, _check_finite)
+                                               progress)
         del model
     qtexts = dtexts = None
     job = make_job(_job_identity(args, queries, corpus, qids, dids, qinfo, extra))

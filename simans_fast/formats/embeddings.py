@@ -13,7 +13,7 @@ from .._validate import InputError
 from ..store.arrays import load_npy
 from ..store.ids import check_file, read_ids
 
-__all__ = ["read_embeddings", "read_ids"]
+__all__ = ["read_embeddings", "read_ids", "check_finite"]
 
 _FIX = "save embeddings with numpy.save(path, array.astype('float32'))"
 
@@ -66,3 +66,18 @@ def read_embeddings(path, *, parameter: str = "path") -> np.ndarray:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise err(f"empty array of shape {tuple(arr.shape)}")
     return arr
+
+
+def check_finite(arr, *, path, parameter: str = "path", block: int = 1 << 14) -> None:
+    """Raise unless every value of the 2-D embedding matrix ``arr`` is finite.
+
+    A NaN or infinite row would be ranked silently wrong by any search. ``arr`` may be a memory
+    map: it is read ``block`` rows at a time. The message names ``path`` (the file ``arr`` was
+    read from or written to) and the first bad row.
+    """
+    for lo in range(0, arr.shape[0], block):
+        ok = np.isfinite(np.asarray(arr[lo:lo + block])).all(axis=1)
+        if not ok.all():
+            r = lo + int(np.flatnonzero(~ok)[0])
+            raise InputError(f"{path}: row {r} holds NaN or infinite values; fix the embeddings "
+                             "(every value must be finite)", parameter=parameter, path=str(path))

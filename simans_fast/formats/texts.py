@@ -12,9 +12,9 @@ import os
 import numpy as np
 
 from .._validate import InputError
-from ..store.ids import check_file, iter_lines
+from ..store.ids import bad_id, check_file, iter_lines
 
-__all__ = ["read_texts", "text_coverage", "read_beir_texts", "iter_texts"]
+__all__ = ["read_texts", "read_text_records", "text_coverage", "read_beir_texts", "iter_texts"]
 
 _ID_KEYS = ("_id", "id", "docid", "doc_id", "query_id", "qid", "pid")
 _TEXT_KEYS = ("text", "contents", "query", "body", "passage")
@@ -129,6 +129,40 @@ def read_texts(path, wanted=None, *, parameter: str = "path") -> dict:
                                  line=lineno)
             out[i] = (title, text)
     return out
+
+
+def read_text_records(path, *, what: str = "text", parameter: str = "path"):
+    """``(ids, texts)`` of every record of a texts file, in file order, ready to encode.
+
+    A record's text is ``"title text"`` when it has a title (as the sentence-transformers
+    writer joins them). Unlike :func:`read_texts`, every record is kept and checked: each id a
+    single token (no whitespace or control characters), no id twice, no empty text, at least
+    one record. ``what`` ("query", "document") words the messages.
+    """
+    path = os.fspath(path)
+    check_file(path, parameter)
+
+    def err(msg, lineno=None):
+        where = f"{path}: line {lineno}: " if lineno is not None else f"{path}: "
+        return InputError(where + msg, parameter=parameter, path=path, line=lineno)
+
+    ids, texts, seen = [], [], {}
+    for lineno, i, title, text in iter_texts(path, parameter):
+        if bad_id(i):
+            raise err(f"{what} id {i!r} is empty or contains whitespace or control characters; "
+                      "ids must be single tokens", lineno)
+        if i in seen:
+            raise err(f"id {i!r} appears a second time (first on line {seen[i]}); keep one "
+                      "text per id", lineno)
+        seen[i] = lineno
+        joined = f"{title} {text}" if title else text
+        if not joined.strip():
+            raise err(f"{what} {i!r} has an empty text; every text must be non-empty", lineno)
+        ids.append(i)
+        texts.append(joined)
+    if not ids:
+        raise err(f"holds no {what} texts; check the file")
+    return ids, texts
 
 
 def text_coverage(path, index: dict, *, parameter: str = "path") -> np.ndarray:
