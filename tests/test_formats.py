@@ -562,8 +562,12 @@ def test_read_run_errors_name_file_and_line(tmp_path, lines, message, line_no):
 def test_read_run_unknown_ids_skip_and_query_list(tmp_path):
     p = _write_lines(tmp_path / "r.tsv", ["q1\ta\t0.5", "q9\ta\t0.4", "q1\tzz\t0.3",
                                           "q2\tb\t0.2"])
-    with pytest.raises(FormatError, match=r"r.tsv:2: query id 'q9' is not in query_ids"):
+    with pytest.raises(FormatError, match=r"r.tsv:2: query id 'q9' is not in query_ids") as ei:
         rf.read_run(p, ["a", "b"], query_ids=["q1", "q2"])
+    assert ei.value.unknown == ("query", "q9") and ei.value.line == 2
+    with pytest.raises(FormatError, match=r"r.tsv:3: document id 'zz' is not in doc_ids") as ei:
+        rf.read_run(p, ["a", "b"])
+    assert ei.value.unknown == ("document", "zz")
     run = rf.read_run(p, ["a", "b"], query_ids=["q2", "q1"], skip_unknown=True)
     assert run.skipped == 2
     assert run.ids.tolist() == [[1], [0]] and run.query_ids == ["q2", "q1"]

@@ -274,15 +274,19 @@ def _check_finite(arr, arg: str, path: str) -> None:
         _lib.check_finite(arr, path=path)
 
 
+#: how the run reader's parameters are given on this command line
+_RUN_FLAGS = {"format": "--run-format"}
+#: where mine's id lists come from, for a run line naming an id not in them
+_RUN_ID_SOURCES = {"query": "is not one of the queries (--query-ids or the query texts)",
+                   "document": "is not in the corpus (--doc-ids or the document texts)"}
+
+
 def _run_error(e) -> str:
-    msg = " ".join(str(e).split())
-    msg = msg.replace("is not in query_ids (pass skip_unknown=True to skip such lines)",
-                      "is not one of the queries (--query-ids or the query texts)")
-    msg = msg.replace("is not in doc_ids (pass skip_unknown=True to skip such lines)",
-                      "is not in the corpus (--doc-ids or the document texts)")
-    msg = msg.replace("pass format='tsv' if they really are scores",
-                      "pass --run-format tsv if they really are scores")
-    return msg if msg.startswith("--run") else f"--run {msg}"
+    unknown = getattr(e, "unknown", None)
+    if unknown is not None:  # the reader's own id lists are mine's queries and corpus
+        kind, id_ = unknown
+        return f"--run {e.path}:{e.line}: {kind} id {id_!r} {_RUN_ID_SOURCES[kind]}"
+    return _flags.render(e, "--run", _RUN_FLAGS)
 
 
 def _read_run_rows(args, qids_all, dids, rows):

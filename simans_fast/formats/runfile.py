@@ -116,6 +116,15 @@ def _index(ids, name):
     return out
 
 
+def _unknown(message, path, line, kind, id_):
+    """The error for a run line naming an id the caller did not list: a :class:`FormatError`
+    whose ``unknown`` attribute is ``(kind, id)`` (``kind`` "query" or "document"), so a caller
+    can say where its id lists came from without parsing the message."""
+    err = FormatError(message, str(path), line)
+    err.unknown = (kind, id_)
+    return err
+
+
 def read_run(path, doc_ids, *, query_ids=None, k=None, format: str = "auto",
              skip_unknown: bool = False, parameter: str = "path") -> Run:
     """Read a TREC run or a ``qid<TAB>docid<TAB>score`` file into candidate arrays.
@@ -202,8 +211,8 @@ def read_run(path, doc_ids, *, query_ids=None, k=None, format: str = "auto",
                 if skip_unknown:
                     skipped += 1
                     continue
-                raise FormatError(f"{where}: query id {qid!r} is not in query_ids (pass "
-                                  f"skip_unknown=True to skip such lines)", str(path), no)
+                raise _unknown(f"{where}: query id {qid!r} is not in query_ids (pass "
+                               f"skip_unknown=True to skip such lines)", path, no, "query", qid)
             qi = qindex[qid] = len(qlist)
             qlist.append(qid)
         di = dindex.get(did)
@@ -211,8 +220,8 @@ def read_run(path, doc_ids, *, query_ids=None, k=None, format: str = "auto",
             if skip_unknown:
                 skipped += 1
                 continue
-            raise FormatError(f"{where}: document id {did!r} is not in doc_ids (pass "
-                              f"skip_unknown=True to skip such lines)", str(path), no)
+            raise _unknown(f"{where}: document id {did!r} is not in doc_ids (pass "
+                           f"skip_unknown=True to skip such lines)", path, no, "document", did)
         if rank_like and fmt == "tsv":
             c = seen_per_q.get(qi, 0) + 1
             seen_per_q[qi] = c
