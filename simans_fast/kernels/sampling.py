@@ -453,24 +453,28 @@ def exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf
 
 
 @jit(inline="always")
+def _keep(c, mark, stamp, cols, count):
+    """Append column ``c`` to ``cols[:count]`` unless this row drew it already (``mark``).
+    Returns the new count (unchanged for a duplicate)."""
+    if mark[c] == stamp:
+        return count
+    mark[c] = stamp
+    cols[count] = c
+    return count + 1
+
+
+@jit(inline="always")
 def _dedupe(cand, n, target, mark, stamp, cols):
     """Keep the first occurrences of ``cand[:n]`` in draw order until ``target`` are kept.
     Returns ``(count, rejected, used)``."""
     count = 0
-    rejected = 0
     used = 0
     for t in range(n):
         if count >= target:
             break
-        c = cand[t]
+        count = _keep(cand[t], mark, stamp, cols, count)
         used += 1
-        if mark[c] == stamp:
-            rejected += 1
-        else:
-            mark[c] = stamp
-            cols[count] = c
-            count += 1
-    return count, rejected, used
+    return count, used - count, used
 
 
 @jit(inline="always")
@@ -516,12 +520,9 @@ def draw_row(use_cdf, packed, cib, bcum, nb, last, nv, peak, lw, k, n, replace, 
             c = _pick(use_cdf, packed, pf, cib, bcum, nb, wbuf, k, last,
                       draw_uniform(st, np.uint64(j)))
             j += 1
-            if mark[c] == stamp:
-                rejected += 1
-            else:
-                mark[c] = stamp
-                cols[count] = c
-                count += 1
+            kept = _keep(c, mark, stamp, cols, count)
+            rejected += 1 - (kept - count)
+            count = kept
     if count < target:
         exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf, ibuf,
                      use_cdf)

@@ -81,7 +81,8 @@ def _batch_arrays(sampler, rows, epoch, positive_ids, parallel=None, checked=Fal
     """The arrays of a batch. ``checked``: ``rows`` is already an int64 array of valid rows
     (the datasets' own), so a :class:`simans_fast.SimANSSampler` draws the negatives and the
     positive index in one kernel pass without checking them again."""
-    rows = np.asarray(rows, dtype=np.int64)
+    if not checked:
+        rows = np.asarray(rows, dtype=np.int64)
     par = resolve_parallel(parallel, rows.shape[0])
     fast = getattr(sampler, "_sample_batch", None) if checked else None
     if fast is not None:
@@ -281,15 +282,10 @@ class SimANSDataset(_EpochAndSampler, Dataset):
         if not isinstance(indices, (list, np.ndarray)):
             indices = list(indices)
         rows = self._rows(indices)  # int64, C-contiguous, bounds checked
-        sampler = self.sampler
-        if type(sampler) is _SimANSSampler and self.positive_ids is None:
-            # the DataLoader's hot path: one kernel pass, three tensors sharing the arrays
-            # (each call allocates its own: nothing is shared across threads or workers)
-            neg, pidx = sampler._sample_batch(rows, self.epoch,
-                                              resolve_parallel(None, rows.shape[0]))
-            return _Batch({"query_index": _from_numpy(rows), "positive_index": _from_numpy(pidx),
-                           "negative_ids": _from_numpy(neg)})
-        arrays = _batch_arrays(sampler, rows, self.epoch, self.positive_ids, checked=True)
+        # the DataLoader's hot path: one kernel pass (a SimANSSampler's _sample_batch), tensors
+        # sharing the arrays (each call allocates its own: nothing is shared across threads or
+        # workers)
+        arrays = _batch_arrays(self.sampler, rows, self.epoch, self.positive_ids, checked=True)
         return _Batch(_to_tensors(arrays))
 
 
