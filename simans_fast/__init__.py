@@ -56,6 +56,7 @@ _LAZY = {
     "load_model": "simans_fast.encode",
     "encode_texts": "simans_fast.encode",
     "mine_hard_negatives": "simans_fast.hard_negatives",
+    "mine_texts": "simans_fast.from_texts",
     # diagnostics and errors
     "effective_candidates": "simans_fast.diagnostics",
     "simans_effective_candidates": "simans_fast.diagnostics",

@@ -171,6 +171,10 @@ RANK_RULES = ("candidates", "flagembedding", "sentence-transformers")
 THRESHOLD_RULES = ("strict", "sentence-transformers")
 #: top-k similarity metrics and backends
 METRICS = ("ip", "cosine", "l2")
+#: default multiplier of a model's (cosine) scores before the SimANS kernel: the scale of
+#: sentence-transformers' MultipleNegativesRankingLoss (temperature 0.05), i.e. the logits the
+#: model was trained on. Raw scores (given embeddings, a run's own scores) default to 1.
+DEFAULT_SCORE_SCALE = 20.0
 BACKENDS = ("auto", "numba", "faiss", "torch")
 #: dtypes :func:`simans_fast.encode.encode` stores embeddings in (the model computes float32)
 EMBEDDING_DTYPES = ("float32", "float16")

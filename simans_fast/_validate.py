@@ -289,6 +289,8 @@ CONSTRAINTS = {
                            description="negative-selection strategy"),
     "metric": Constraint("choice", choices=_config.METRICS, description="top-k similarity"),
     "backend": Constraint("choice", choices=_config.BACKENDS, description="top-k backend"),
+    "embedding_dtype": Constraint("choice", choices=_config.EMBEDDING_DTYPES,
+                                  description="stored embeddings"),
     "epoch": Constraint("epoch", description="epoch keying the draws (>= 0)"),
     "seed": Constraint("seed", description="seed keying the draws (0..2**64-1)"),
     "query_block": Constraint("int", min=1, allow_none=True,

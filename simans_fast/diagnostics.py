@@ -218,6 +218,17 @@ def parse_window(value, parameter: str = "window"):
     return check_window(value, parameter, text=True)
 
 
+def rank_room(parameters, k: int) -> int:
+    """Candidate ranks a saved parameter set leaves each query out of ``k``: ranks from
+    ``max(skip, window lo)`` up to ``min(k, window hi)``. Fewer than ``n`` cannot give every
+    query ``n`` negatives; mining refuses such a set before it starts."""
+    skip = int(parameters.get("skip") or 0)
+    window = parse_window(parameters.get("window"))
+    lo = max(skip, window[0] if window else 0)
+    hi = k if window is None or window[1] is None else min(k, window[1])
+    return max(0, hi - lo)
+
+
 def score_scale_of(parameters) -> float:
     """The score multiplier ``c`` of a saved parameter set (absent: 1, raw scores)."""
     v = parameters.get("score_scale")

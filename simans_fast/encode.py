@@ -337,10 +337,10 @@ def resolve_prompt(model, role, prompt_name, prompt):
 def _check_args(role, dtype, batch_size, chunk_size, device, pool, normalize_embeddings, out):
     if role not in ROLES:
         raise ValueError(f"role {role!r}: expected 'query', 'document' or None")
+    from ._validate import check_bool, check_int, validate
+
     key = np.dtype(dtype).name if isinstance(dtype, (type, np.dtype)) else dtype
-    if key not in _DTYPES:
-        raise ValueError(f"dtype {dtype!r}: expected 'float32' or 'float16'")
-    from ._validate import check_bool, check_int
+    validate("embedding_dtype", key, parameter="dtype")
 
     batch_size = check_int(batch_size, "batch_size", min=1)
     if chunk_size is not None:

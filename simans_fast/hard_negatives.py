@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
-import numbers
 import os
 import warnings
 
@@ -43,10 +41,7 @@ __all__ = ["mine_hard_negatives", "SAMPLING_STRATEGIES", "DEFAULT_SCORE_SCALE"]
 logger = logging.getLogger(__name__)
 
 SAMPLING_STRATEGIES = ("top", "random", "simans")
-#: default multiplier of the (cosine) scores before the SimANS kernel: the scale of
-#: sentence-transformers' MultipleNegativesRankingLoss (temperature 0.05), i.e. the logits the
-#: model was trained on
-DEFAULT_SCORE_SCALE = 20.0
+from ._config import DEFAULT_SCORE_SCALE  # noqa: E402  the SimANS score multiplier
 #: default SimANS candidate window (ranks after ``range_min``) when ``range_max`` is not given
 DEFAULT_SIMANS_WINDOW = 100
 _ROW_CHUNK = 4096

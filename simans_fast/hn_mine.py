@@ -61,8 +61,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("random", "top", "simans")
-#: score multiplier applied before the SimANS kernel (MultipleNegativesRankingLoss's scale)
-DEFAULT_SCORE_SCALE = 20.0
+from ._config import DEFAULT_SCORE_SCALE  # noqa: E402  the SimANS score multiplier
 _MASK64 = (1 << 64) - 1
 from ._config import HN_PAD_DOMAIN as _PAD_STREAM  # noqa: E402  "hn_pad": padding draws' stream
 

@@ -23,7 +23,7 @@ from .store.negatives import EpochNegatives
 
 __all__ = ["mine", "mine_candidates", "MinedCandidates", "normalize_qrels", "positive_matrix",
            "EpochNegatives", "epoch_negatives", "MiningJob", "CALLBACK_POINTS", "identity_diff",
-           "read_job_file", "array_identity", "run_candidates"]
+           "read_job_file", "array_identity", "run_candidates", "parameter_set", "job_identity"]
 
 
 @dataclass(frozen=True)
@@ -328,6 +328,37 @@ def mine(
     )
 
 
+# =========================================================================== parameter sets
+#: the options of the other strategies a parameter set may hold (besides ``strategy``)
+STRATEGY_OPTIONS = ("skip", "window", "max_score", "margin", "perc")
+
+
+def parameter_set(*, n, a, b, kernel, seed, positive_choice, fallback, score_scale=None,
+                  strategy=None, skip=None, window=None, max_score=None, margin=None,
+                  perc=None) -> dict:
+    """The sampling parameters a mining job records (``provenance.job`` and the candidates
+    header), as :func:`epoch_negatives` reads them back.
+
+    ``score_scale`` is recorded only when it is not 1, so runs on raw scores keep their
+    header; a strategy other than SimANS and its options only when given (0 is a real
+    threshold for ``margin``; only ``skip=0`` means no option). The values are not checked
+    here (see :mod:`simans_fast._validate`).
+    """
+    out = {"n": n, "a": float(a), "b": float(b), "kernel": kernel, "seed": seed,
+           "positive_choice": positive_choice, "fallback": fallback}
+    c = score_scale
+    if c is not None and not (isinstance(c, (int, float)) and float(c) == 1.0):
+        out["score_scale"] = float(c) if isinstance(c, (int, float)) and not isinstance(
+            c, bool) else c
+    if strategy not in (None, "simans"):
+        out["strategy"] = strategy
+    for key, v in zip(STRATEGY_OPTIONS, (skip, window, max_score, margin, perc)):
+        if v is None or (key == "skip" and v == 0):
+            continue
+        out[key] = v
+    return out
+
+
 # =========================================================================== epoch negatives
 def _candidates_store():
     """The candidates-directory module (floor 2)."""
@@ -452,6 +483,47 @@ def array_identity(arr) -> dict:
     store = _candidates_store()
     return {"shape": [int(s) for s in arr.shape], "dtype": arr.dtype.str,
             "fingerprint": store.array_fingerprint(arr)}
+
+
+def job_identity(*, queries, corpus, query_ids, doc_ids, qrels, qrels_info: dict,
+                 skip_missing_qrels: bool, k: int, metric: str, backend: str, query_block,
+                 parameters: dict, extra: dict | None = None) -> dict:
+    """What a mining run is made from, as :class:`MiningJob` records it: a run in a directory
+    is continued or reused only by a job with the same identity.
+
+    ``queries`` / ``corpus`` are the embeddings (None where there are none, or before a job
+    that encodes has encoded them: :func:`array_identity` of each), ``qrels`` the qrels file
+    (its sha256), ``qrels_info`` what :func:`simans_fast.formats.trec.read_qrels` reported;
+    ``extra`` adds parts such as ``encode`` (model identity, resolved prompts, texts digests)
+    and ``run`` (run file digest, re-scoring). ``simans-fast mine`` and
+    :func:`simans_fast.mine_texts` build their jobs' identities here, so each resumes the
+    other's runs.
+    """
+    from .store.atomic import file_sha256
+    from .store.ids import ids_sha256
+
+    inputs = {}
+    for name, arr in (("queries", queries), ("corpus", corpus)):
+        if arr is not None:
+            inputs[name] = array_identity(arr)
+    inputs.update({
+        "query_ids_sha256": ids_sha256(query_ids),
+        "doc_ids_sha256": ids_sha256(doc_ids),
+        "qrels_sha256": file_sha256(qrels),
+        "skip_missing_qrels": bool(skip_missing_qrels),
+    })
+    job = {
+        "k": k,
+        "metric": metric,
+        "backend": backend,
+        "chunk_size": query_block,  # the key of older job files: runs stay resumable
+        "parameters": parameters,
+        "inputs": inputs,
+        "qrels": qrels_info,
+    }
+    if extra:
+        job.update(extra)
+    return job
 
 
 def _input_error(message, path, parameter="out"):

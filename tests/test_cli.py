@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+from _files import tree_hashes
 import pytest
 
 import simans_fast
@@ -100,14 +101,7 @@ def _mine_args(d, out, *extra, fmt=IDS):
             "--query-block", str(CHUNK), "--seed", "3", "--no-progress", *fmt, *extra]
 
 
-def _hashes(root):
-    out = {}
-    for base, _dirs, files in os.walk(root):
-        for f in files:
-            p = os.path.join(base, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
+_hashes = tree_hashes
 
 
 def _snapshot(*roots):

@@ -235,11 +235,21 @@ def _bad_text_cases(w, t):
                                                + corpus, name="b2")), "empty text"),
         "id with a space": (with_("--texts", beir(corpus + '{"_id": "d x", "text": "t"}\n',
                                                   name="b3")), "'d x'"),
-        "qrels id without text": (with_("--qrels", f("qr.tsv", "qX\td0\t1\n")), "'qX'"),
-        "qrels doc without text": (with_("--qrels", f("qr2.tsv", "q0\tdX\t1\n")), "'dX'"),
+        "qrels id without text": (
+            with_("--qrels", f("qr.tsv", "qX\td0\t1\n")),
+            f"1 judgement(s) name query ids not in --texts {w['beir'] / 'queries.jsonl'} "
+            "(first: query id 'qX', line 1); use the id lists the embeddings were made from, "
+            "or pass --skip-missing-qrels to drop them"),
+        "qrels doc without text": (
+            with_("--qrels", f("qr2.tsv", "q0\tdX\t1\n")),
+            f"1 name document ids not in --texts {w['beir'] / 'corpus.jsonl'} (first: "
+            "document id 'dX', line 1)"),
         "query prompt twice": (base + ["--query-prompt", "a", "--query-prompt-name", "query"],
                                "given twice"),
-        "doc prompt name unknown": (base + ["--doc-prompt-name", "nope"], "--doc-prompt-name"),
+        "doc prompt name unknown": (base + ["--doc-prompt-name", "nope"],
+                                    "--doc-prompt-name nope: not one of the model's prompts "
+                                    "(document, query); use --doc-prompt TEXT for a prompt of "
+                                    "your own"),
         "model and embeddings": (base + ["--queries", f("Q.npy", "x"), "--corpus",
                                          f("C.npy", "x")], "not both"),
         "query ids with model": (base + ["--query-ids", f("qids.txt", "q0\n")], "--query-ids"),

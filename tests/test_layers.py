@@ -27,7 +27,7 @@ FLOORS = {
         "_warmup"],
     5: ["pipeline"],
     6: ["formats", "formats.*"],
-    7: ["hard_negatives", "hn_mine", "demo"],
+    7: ["hard_negatives", "hn_mine", "from_texts", "demo"],
     8: ["cli", "cli.*", "torch", "torch.*", "__main__", "warmup"],
 }
 #: modules outside the floors: the public face imports everything; the deprecated shim

@@ -27,6 +27,7 @@ GOOD = {
     "strategy": [(c, c) for c in _config.STRATEGIES],
     "metric": [(c, c) for c in _config.METRICS],
     "backend": [(c, c) for c in _config.BACKENDS],
+    "embedding_dtype": [(c, c) for c in _config.EMBEDDING_DTYPES],
     "epoch": [(0, 0), (np.int64(5), 5), (np.uint64(U64), U64), (U64, U64)],
     "seed": [(0, 0), (np.uint64(2**63 + 5), 2**63 + 5), (U64, U64)],
     "query_block": [(None, None), (1, 1), (np.int64(4096), 4096)],
@@ -48,6 +49,8 @@ BAD = {
     "strategy": [("hard", ParameterError)],
     "metric": [("dot", ParameterError)],
     "backend": [("gpu", ParameterError)],
+    "embedding_dtype": [("bfloat16", ParameterError), ("float64", ParameterError),
+                        (None, ParameterError)],
     "epoch": [(-1, ParameterError), (U64 + 1, ParameterError), (1.0, ParameterTypeError),
               (True, ParameterTypeError), (np.int64(-2), ParameterError)],
     "seed": [(-1, ParameterError), (2**64, ParameterError), (np.bool_(True), ParameterTypeError),
@@ -59,8 +62,8 @@ BAD = {
 
 def test_the_table_covers_the_public_parameters():
     assert set(CONSTRAINTS) == {"n", "k", "a", "b", "kernel", "fallback", "positive_choice",
-                                "strategy", "metric", "backend", "epoch", "seed", "query_block",
-                                "n_threads"}
+                                "strategy", "metric", "backend", "embedding_dtype", "epoch",
+                                "seed", "query_block", "n_threads"}
     assert set(GOOD) == set(CONSTRAINTS) == set(BAD)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ..store.atomic import inside, same_file  # noqa: F401  (the commands' output checks)
 from .errors import CLIError, note  # noqa: F401  (note is re-exported for the commands)
 
 
@@ -114,19 +115,6 @@ def check_out_file(path: str, arg: str = "--out") -> None:
                            f"{arg}")
         raise CLIError(f"{arg} {path}: directory {parent} does not exist; create it first")
     _probe_writable(parent, arg, path)
-
-
-def same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def inside(path: str, directory: str) -> bool:
-    p = os.path.realpath(path)
-    d = os.path.realpath(directory)
-    return p == d or p.startswith(d.rstrip(os.sep) + os.sep)
 
 
 def resolve_candidates(path: str) -> str:

@@ -15,25 +15,14 @@ STRATEGY_KEYS = ("strategy", "skip", "window", "max_score", "margin", "perc")
 
 
 def sampling_params(args) -> dict:
-    """The parameter set of the sampling flags (what mine records in the header)."""
-    out = {"n": args.n, "a": float(args.a), "b": float(args.b), "kernel": args.kernel,
-           "seed": args.seed, "positive_choice": args.positive_choice,
-           "fallback": args.fallback}
-    # the score scale is recorded only when it is not 1, so runs on raw scores keep their header
-    c = getattr(args, "score_scale", None)
-    if c is not None and not (isinstance(c, (int, float)) and float(c) == 1.0):
-        out["score_scale"] = float(c) if isinstance(c, (int, float)) and not isinstance(
-            c, bool) else c
-    # strategy options are recorded only when given, so default runs keep their old header;
-    # 0 is a real threshold (--margin 0 keeps scores < s_pos), only --skip 0 means "no option"
-    if getattr(args, "strategy", None) not in (None, "simans"):
-        out["strategy"] = args.strategy
-    for key in STRATEGY_KEYS[1:]:
-        v = getattr(args, key, None)
-        if v is None or (key == "skip" and v == 0):
-            continue
-        out[key] = v
-    return out
+    """The parameter set of the sampling flags (what mine records in the header):
+    :func:`simans_fast.pipeline.parameter_set` of the flags' values."""
+    from ..pipeline import parameter_set
+
+    return parameter_set(n=args.n, a=args.a, b=args.b, kernel=args.kernel, seed=args.seed,
+                         positive_choice=args.positive_choice, fallback=args.fallback,
+                         **{key: getattr(args, key, None)
+                            for key in ("score_scale",) + STRATEGY_KEYS})
 
 
 def _rules():
@@ -77,21 +66,18 @@ def check_sampling_values(params: dict, label=None) -> None:
 
 
 def check_feasible(params: dict, k: int, label=None, k_label: str = "--k") -> None:
-    """Refuse rank limits that leave fewer than n candidates for every query."""
-    from ..diagnostics import parse_window
+    """Refuse rank limits that leave fewer than n candidates for every query (the library's
+    :func:`simans_fast.diagnostics.rank_room`)."""
+    from ..diagnostics import rank_room
 
     label = label or _flags.flag
     n = params["n"]
-    skip = int(params.get("skip") or 0)
-    window = parse_window(params.get("window"))
-    lo = max(skip, window[0] if window else 0)
-    hi = k if window is None or window[1] is None else min(k, window[1])
-    avail = max(0, hi - lo)
+    avail = rank_room(params, k)
     if n > avail:
         limits = [f"{k_label} {k}"]
-        if skip:
-            limits.append(f"{label('skip')} {skip}")
-        if window:
+        if params.get("skip"):
+            limits.append(f"{label('skip')} {params['skip']}")
+        if params.get("window") is not None:
             limits.append(f"{label('window')} {params['window']}")
         raise CLIError(f"{label('n')} {n}: more negatives than the {avail} candidate rank(s) "
                        f"left per query by {', '.join(limits)}; lower {label('n')} or widen the "

@@ -181,6 +181,8 @@ def _route(args) -> str:
     "texts":      --model + texts: encoded into OUT/embeddings, then as "embeddings"
     "run":        --run FILE alone: the run's candidates and scores (ids from files or texts)
     """
+    from ..from_texts import check_prompts
+
     model = args.model is not None
     emb = args.queries is not None or args.corpus is not None
     run = args.run is not None
@@ -212,11 +214,12 @@ def _route(args) -> str:
         for attr, flag in _encoding.ENCODE_FLAGS:
             if getattr(args, attr) is not None:
                 raise CLIError(f"{flag}: applies when mine encodes texts (--model); drop it")
-    for which in ("query", "doc"):
-        if getattr(args, f"{which}_prompt") is not None and getattr(
-                args, f"{which}_prompt_name") is not None:
-            raise CLIError(f"--{which}-prompt/--{which}-prompt-name: the {which} prompt is "
-                           "given twice; pass one of them")
+    try:
+        check_prompts(**_encoding.prompt_kwargs(args))
+    except _lib.LIBRARY_ERRORS as e:  # "query_prompt" / "doc_prompt"
+        which = e.parameter.split("_", 1)[0]
+        raise CLIError(f"--{which}-prompt/--{which}-prompt-name: the {which} prompt is "
+                       "given twice; pass one of them") from None
     if args.batch_size is not None and args.batch_size < 1:
         raise CLIError(f"--batch-size {args.batch_size}: must be >= 1")
     if args.rescore and not run:
@@ -246,11 +249,11 @@ def _route(args) -> str:
 
 
 def _outputs(out: str):
+    from ..from_texts import EMBEDDINGS_DIR
     from ..pipeline import CANDIDATES_DIR, WORK_DIR
 
     return [os.path.join(out, CANDIDATES_DIR), os.path.join(out, WORK_DIR),
-            os.path.join(out, _encoding.EMBEDDINGS_DIR)] + [os.path.join(out, n)
-                                                            for n in _NEG_NAMES]
+            os.path.join(out, EMBEDDINGS_DIR)] + [os.path.join(out, n) for n in _NEG_NAMES]
 
 
 def _check_inputs_not_outputs(args, out: str) -> None:
@@ -312,65 +315,23 @@ def _read_run_rows(args, qids_all, dids, rows):
     return ids, scores, run.format
 
 
-def _rescore_rows(run_ids, pos, dtexts, batch_size):
-    """The documents ``--run --rescore`` encodes: sorted corpus rows.
-
-    Needed are the run's documents and the positives (``need``); encoded are the whole batches
-    of the full corpus that hold one of them. sentence-transformers pads each batch to its
-    longest text, so an embedding depends (at the float32 rounding level) on its batch
-    mates; encoding those batches, in corpus order, gives each needed document the batch it
-    has when the whole corpus is encoded (the length order of the subset is the concatenation
-    of those batches, every batch but the last full), hence the same bits as encoding all.
-    """
-    import numpy as np
-
-    from ..encode import batch_order
-
-    need = np.unique(np.concatenate([run_ids[run_ids >= 0], pos[pos >= 0]]).astype(np.int64))
-    batch_of = np.empty(len(dtexts), dtype=np.int64)
-    batch_of[batch_order(dtexts)] = np.arange(len(dtexts), dtype=np.int64) // batch_size
-    touched = np.zeros(int(batch_of.max()) + 1 if len(dtexts) else 0, dtype=bool)
-    touched[batch_of[need]] = True
-    return np.flatnonzero(touched[batch_of]).astype(np.int64)
-
-
 def _job_identity(args, queries, corpus, qids, dids, qrels_info, extra=None):
-    """What a run in --out is made from; ``--resume`` continues only a run with the same one.
+    """What a run in --out is made from (:func:`simans_fast.pipeline.job_identity`);
+    ``--resume`` continues only a run with the same one."""
+    from ..pipeline import job_identity
 
-    ``queries`` / ``corpus`` are the embeddings (None where there are none, or before a job
-    that encodes has encoded them); ``extra`` adds the ``encode`` (model identity, resolved
-    prompts, texts digests) and ``run`` (run file digest, re-scoring) parts.
-    """
-    from ..pipeline import array_identity
-
-    inputs = {}
-    for name, arr in (("queries", queries), ("corpus", corpus)):
-        if arr is not None:
-            inputs[name] = array_identity(arr)
-    inputs.update({
-        "query_ids_sha256": _lib.ids_sha256(qids),
-        "doc_ids_sha256": _lib.ids_sha256(dids),
-        "qrels_sha256": _lib.file_sha256(args.qrels),
-        "skip_missing_qrels": bool(args.skip_missing_qrels),
-    })
-    job = {
-        "k": args.k,
-        "metric": args.metric,
-        "backend": args.backend,
-        "chunk_size": args.query_block,  # the key of older job files: runs stay resumable
-        "parameters": _sampling.sampling_params(args),
-        "inputs": inputs,
-        "qrels": qrels_info,
-    }
-    if extra:
-        job.update(extra)
-    return job
+    return job_identity(queries=queries, corpus=corpus, query_ids=qids, doc_ids=dids,
+                        qrels=args.qrels, qrels_info=qrels_info,
+                        skip_missing_qrels=args.skip_missing_qrels, k=args.k,
+                        metric=args.metric, backend=args.backend, query_block=args.query_block,
+                        parameters=_sampling.sampling_params(args), extra=extra)
 
 
 # --------------------------------------------------------------------------------- command
 def run(args, callback=None) -> int:
     import numpy as np
 
+    from ..from_texts import corpus_rows_to_encode, queries_with_positives
     from ..pipeline import MiningJob, epoch_negatives, positive_matrix, run_candidates
 
     t_start = time.perf_counter()
@@ -443,20 +404,12 @@ def run(args, callback=None) -> int:
                        f"{'rows' if corpus is not None else 'documents'}); lower --k")
     qindex = {s: i for i, s in enumerate(qids_all)}
     dindex = {s: i for i, s in enumerate(dids)}
-    try:
+    with reading("--qrels"):  # the id lists are the files (or texts) they came from
         indptr, pids, qinfo = _lib.read_qrels(args.qrels, qindex, dindex,
-                                              skip_missing=args.skip_missing_qrels)
-    except _lib.LIBRARY_ERRORS as e:  # the id lists are the files (or texts) they came from
-        msg = _flags.render(e, "--qrels").replace("not in query_index", f"not in {qlabel}")
-        raise CLIError(msg.replace("not in doc_index", f"not in {dlabel}")) from None
-    if args.query_ids is None:
-        counts = np.diff(indptr)
-        sel = (np.arange(len(qids_all), dtype=np.int64) if args.all_queries
-               else np.flatnonzero(counts > 0).astype(np.int64))
-        if sel.size < len(qids_all):
-            counts = counts[sel]
-            indptr = np.zeros(sel.size + 1, dtype=np.int64)
-            np.cumsum(counts, out=indptr[1:])  # rows without positives hold no ids: pids stay
+                                              skip_missing=args.skip_missing_qrels,
+                                              sources=(qlabel, dlabel))
+    if args.query_ids is None:  # the queries with a positive (or all of them)
+        sel, indptr = queries_with_positives(indptr, all_queries=args.all_queries)
         qids = [qids_all[int(i)] for i in sel]
         if route == "texts":
             qtexts = [qtexts_all[int(i)] for i in sel]
@@ -483,7 +436,7 @@ def run(args, callback=None) -> int:
     corpus_ids = None
     if route == "texts":
         if run_rows is not None and args.rescore:  # only the run's documents and the positives
-            corpus_ids = _rescore_rows(run_rows[0], pos, dtexts, args.batch_size or 32)
+            corpus_ids = corpus_rows_to_encode(run_rows[0], pos, dtexts, args.batch_size or 32)
             dtexts = [dtexts[int(j)] for j in corpus_ids]
             say(f"--rescore: encoding {len(dtexts)} of the {n_docs} documents (the batches "
                 "that hold the run's documents and the positives)")

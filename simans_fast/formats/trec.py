@@ -22,7 +22,8 @@ NEGATIVES_FORMATS = ("trec",)
 
 
 def read_qrels(path, query_index: dict, doc_index: dict, *, skip_missing: bool = False,
-               parameter: str = "path"):
+               parameter: str = "path", sources=("query_index", "doc_index"),
+               skip_parameter: str = "skip_missing"):
     """Read qrels as TREC (``qid 0 docid rel``) or TSV (``qid docid [rel]``) lines.
 
     The layout is told per line by its number of whitespace-separated fields: 4 = TREC, 3 = TSV
@@ -41,6 +42,11 @@ def read_qrels(path, query_index: dict, doc_index: dict, *, skip_missing: bool =
         Drop judgements whose query or document id is not in the lists instead of failing.
     parameter : str, default="path"
         The Python parameter errors name (``.parameter`` of the exception).
+    sources : (str, str), default=("query_index", "doc_index")
+        How an unknown id's error names the query and the document id lists (where the
+        caller's lists came from: a file, a parameter).
+    skip_parameter : str, default="skip_missing"
+        The caller's name of ``skip_missing`` (the unknown-id error suggests it).
 
     Returns
     -------
@@ -111,12 +117,13 @@ def read_qrels(path, query_index: dict, doc_index: dict, *, skip_missing: bool =
         lineno, mq, md = first_missing
         parts = []
         if missing_q:
-            parts.append(f"{missing_q} judgement(s) name query ids not in query_index")
+            parts.append(f"{missing_q} judgement(s) name query ids not in {sources[0]}")
         if missing_d:
-            parts.append(f"{missing_d} name document ids not in doc_index")
+            parts.append(f"{missing_d} name document ids not in {sources[1]}")
         what = f"query id {mq!r}" if mq is not None else f"document id {md!r}"
         raise err(f"{' and '.join(parts)} (first: {what}, line {lineno}); use the id lists the "
-                  "embeddings were made from, or pass skip_missing=True to drop them", lineno)
+                  f"embeddings were made from, or pass {skip_parameter}=True to drop them",
+                  lineno)
     if not pairs_q:
         raise err("no judgement with rel > 0 matches the id lists; check the file and the id "
                   "lists")

@@ -40,6 +40,21 @@ __all__ = [
 ]
 
 
+def same_file(a, b) -> bool:
+    """Both paths exist and are the same file (or directory)."""
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def inside(path, directory) -> bool:
+    """``path`` is ``directory`` or lies below it (symbolic links resolved)."""
+    p = os.path.realpath(path)
+    d = os.path.realpath(directory)
+    return p == d or p.startswith(d.rstrip(os.sep) + os.sep)
+
+
 def fsync_dir(path: str) -> None:
     """fsync a directory so a rename in it survives a power loss (no-op where unsupported)."""
     try:
