@@ -58,6 +58,19 @@ def multinomial_batch(ids, scores, pos, rows, gen):
     return {"query_index": rows, "negative_ids": torch.gather(ids[rows], 1, cols)}
 
 
+class FixedBatchDataset(Dataset):
+    """The DataLoader's own cost: every batch is one precomputed dict of tensors (no work)."""
+
+    def __init__(self, n, batch):
+        self.n, self.batch = n, batch
+
+    def __len__(self):
+        return self.n
+
+    def __getitems__(self, idx):
+        return self.batch
+
+
 def passthrough(batch):
     return batch
 
@@ -144,6 +157,9 @@ def main(argv=None):
         lambda i: negatives_for(sampler, rows_of(i), i, parallel=False), nbat)
     rows["negatives_for (alias tables), parallel=True (2 threads)"] = time_per_batch(
         lambda i: negatives_for(sampler, rows_of(i), i, parallel=True), nbat)
+    idx_lists = [b.tolist() for b in batches_np]
+    rows["SimANSDataset.__getitems__ (a batch of 64 indices)"] = time_per_batch(
+        lambda i: dataset.__getitems__(idx_lists[i % nb]), nbat)
     rows["simans_negatives_torch impl=core (fused, no tables)"] = time_per_batch(
         lambda i: simans_negatives_torch(ids_t[trows_of(i)], scores_t[trows_of(i)],
                                          pos_t[trows_of(i)], N, a=A, b=B, epoch=i,
@@ -157,6 +173,9 @@ def main(argv=None):
         dl(base_ds, passthrough), nbat)
     loader_rows["DataLoader(SimANSDataset), 0 workers"] = loader_per_batch(
         dl(dataset, collate_simans), nbat)
+    fixed = collate_simans(dataset.__getitems__(idx_lists[0]))
+    loader_rows["DataLoader floor: a precomputed batch, 0 workers"] = loader_per_batch(
+        dl(FixedBatchDataset(n_q, fixed), passthrough), nbat)
     loader_rows["DataLoader(MultinomialDataset), 2 workers"] = loader_per_batch(
         dl(base_ds, passthrough, 2), nbat)
     loader_rows["DataLoader(SimANSDataset), 2 workers"] = loader_per_batch(
@@ -174,6 +193,10 @@ def main(argv=None):
         ref = loader_rows["DataLoader(MultinomialDataset), 2 workers" if "2 workers" in name
                           else "DataLoader(MultinomialDataset), 0 workers (baseline)"]
         print(f"{name:56s} {v * 1e6:10.1f} {ref / v:14.2f}x")
+    floor = loader_rows["DataLoader floor: a precomputed batch, 0 workers"]
+    own = loader_rows["DataLoader(SimANSDataset), 0 workers"] - floor
+    print(f"\nDataLoader(SimANSDataset), 0 workers, less the floor (the DataLoader's index "
+          f"sampling, fetch and collate): {own * 1e6:.1f} us/batch: the dataset's own work")
     print("\n(ratio > 1: faster than torch.multinomial; medians of 3 runs of "
           f"{nbat} batches each)")
 
