@@ -391,7 +391,7 @@ def mine_texts(model, queries, corpus, qrels, out, *, k: int = 200, n: int = 15,
     qtexts = [qtexts_all[int(i)] for i in rows]
     del qtexts_all
     pos = positive_matrix(indptr, pids)
-    if not hasattr(model, "encode"):
+    if isinstance(model, (str, os.PathLike)) or model is None:  # a name or a directory
         model = load_model(model, device=device if isinstance(device, str) else None)
     qprompt, dprompt = resolve_prompts(model, query_prompt_name=query_prompt_name,
                                        query_prompt=query_prompt,

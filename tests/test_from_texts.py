@@ -120,6 +120,11 @@ def test_same_bytes_as_the_command_line_and_each_resumes_the_other(world, lib_ru
     assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)  # not re-encoded
     assert _files(cli_out / "candidates") == _files(out / "candidates")
     assert cand.query_ids == world["qids"][:N_POS_Q]
+    # the model given by its directory (loaded as load_model does) resumes the same run
+    again = sf.mine_texts(minilm_path(), world["queries"], world["corpus"], world["qrels"],
+                          cli_out, k=K, n=N, seed=SEED, resume=True)
+    assert _files(cli_out / "candidates") == _files(out / "candidates")
+    assert again.header == cand.header
 
 
 def test_refusals_name_the_parameter_and_write_nothing(world, lib_run, tmp_path):
