@@ -229,6 +229,17 @@ def rank_room(parameters, k: int) -> int:
     return max(0, hi - lo)
 
 
+def default_score_scale(*, encoded: bool, normalized: bool = True) -> float:
+    """The score scale ``c`` a mining job uses when none is given: 20 (the scale of
+    MultipleNegativesRankingLoss, :data:`simans_fast._config.DEFAULT_SCORE_SCALE`) for the
+    cosines of texts it encodes with unit-length embeddings, where the paper's ``a = 0.5`` on
+    raw cosines would be nearly uniform; 1 for raw scores (embeddings you pass, a run's own
+    scores), as in the paper."""
+    from ._config import DEFAULT_SCORE_SCALE
+
+    return float(DEFAULT_SCORE_SCALE) if encoded and normalized else 1.0
+
+
 def score_scale_of(parameters) -> float:
     """The score multiplier ``c`` of a saved parameter set (absent: 1, raw scores)."""
     v = parameters.get("score_scale")

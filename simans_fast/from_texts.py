@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from . import _validate
-from ._config import DEFAULT_QUERY_BLOCK, DEFAULT_SCORE_SCALE
+from ._config import DEFAULT_QUERY_BLOCK
 from ._validate import InputError, ParameterError
 
 __all__ = ["mine_texts", "EMBEDDINGS_DIR", "queries_with_positives", "corpus_rows_to_encode",
@@ -338,7 +338,7 @@ def mine_texts(model, queries, corpus, qrels, out, *, k: int = 200, n: int = 15,
         A file that cannot be read as asked (naming the file, the line and the parameter), a
         qrels id with no text, or an ``out`` that holds another run.
     """
-    from .diagnostics import rank_room
+    from .diagnostics import default_score_scale, rank_room
     from .encode import load_model
     from .formats.texts import read_text_records
     from .formats.trec import read_qrels
@@ -362,7 +362,7 @@ def mine_texts(model, queries, corpus, qrels, out, *, k: int = 200, n: int = 15,
                                        "both")
     batch_size = _validate.check_int(batch_size, "batch_size", min=1)
     if score_scale is None:
-        score_scale = DEFAULT_SCORE_SCALE if normalize_embeddings else 1.0
+        score_scale = default_score_scale(encoded=True, normalized=normalize_embeddings)
     _validate.check_real(score_scale, "score_scale", min=0.0, min_exclusive=True)
     params = parameter_set(n=n, a=a, b=b, kernel=kernel, seed=seed,
                            positive_choice=positive_choice, fallback=fallback,

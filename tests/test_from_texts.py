@@ -208,3 +208,8 @@ def test_parameter_set_and_rank_room():
     assert rank_room({"window": "10-"}, 30) == 20
     assert rank_room({"skip": 15, "window": (10, 20)}, 30) == 5
     assert rank_room({"window": "40-60"}, 30) == 0
+    from simans_fast.diagnostics import default_score_scale
+
+    assert default_score_scale(encoded=True) == 20.0  # cosines of texts encoded here
+    assert default_score_scale(encoded=True, normalized=False) == 1.0
+    assert default_score_scale(encoded=False) == 1.0  # raw scores, as in the paper

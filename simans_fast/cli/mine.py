@@ -165,12 +165,11 @@ def validate(args) -> None:
 
 
 def _default_score_scale(args, route: str) -> float:
-    """1 for raw scores (given embeddings, a run's own scores); 20 for cosines of a model."""
-    if route == "texts" and args.normalize is not False:
-        from ..hard_negatives import DEFAULT_SCORE_SCALE
+    """1 for raw scores (given embeddings, a run's own scores); 20 for cosines of a model
+    (:func:`simans_fast.diagnostics.default_score_scale`)."""
+    from ..diagnostics import default_score_scale
 
-        return float(DEFAULT_SCORE_SCALE)
-    return 1.0
+    return default_score_scale(encoded=route == "texts", normalized=args.normalize is not False)
 
 
 def _route(args) -> str:
