@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["progress_bar", "have_tqdm"]
+__all__ = ["progress_bar", "have_tqdm", "fmt_time"]
+
+
+def fmt_time(s: float) -> str:
+    """A duration for a progress line: ``1.23 s``, ``2.5 min`` from 100 s on."""
+    return f"{s:.2f} s" if s < 100 else f"{s / 60:.1f} min"
 
 
 class _NullBar:

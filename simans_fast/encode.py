@@ -308,18 +308,36 @@ def texts_sha256(texts) -> str:
 
 
 # --------------------------------------------------------------------------- arguments
-def resolve_prompt(model, role, prompt_name, prompt):
-    """The prompt text that will be prepended, resolved as sentence-transformers does."""
+def check_prompt_choice(prompt_name, prompt, *, names=("prompt_name", "prompt")) -> None:
+    """A prompt is given as a text or as a name of the model's prompts, not both; each a str.
+    ``names``: the caller's parameters for the two (errors name them)."""
+    from ._validate import ParameterError
+
+    pn, pt = names
     if prompt is not None and prompt_name is not None:
-        raise ValueError("prompt and prompt_name: give one of them, not both")
+        raise ParameterError(pt, f"{pt} and {pn}: give one of them, not both (the prompt is "
+                                 "given twice)")
     if prompt is not None and not isinstance(prompt, str):
-        raise TypeError(f"prompt: expected a str, got {type(prompt).__name__}")
+        raise TypeError(f"{pt}: expected a str, got {type(prompt).__name__}")
     if prompt_name is not None and not isinstance(prompt_name, str):
-        raise TypeError(f"prompt_name: expected a str, got {type(prompt_name).__name__}")
+        raise TypeError(f"{pn}: expected a str, got {type(prompt_name).__name__}")
+
+
+def resolve_prompt(model, role, prompt_name, prompt, *, names=("prompt_name", "prompt")):
+    """The prompt text that will be prepended, resolved as sentence-transformers does.
+
+    ``names``: the caller's parameters for ``prompt_name`` and ``prompt`` (errors name them).
+    """
+    from ._validate import ParameterError
+
+    check_prompt_choice(prompt_name, prompt, names=names)
     prompts = dict(getattr(model, "prompts", None) or {})
     if prompt_name is not None and prompt_name not in prompts:
-        raise ValueError(
-            f"prompt_name {prompt_name!r}: not one of the model's prompts {sorted(prompts)}")
+        pn, pt = names
+        raise ParameterError(
+            pn, f"{pn}={prompt_name!r}: not one of the model's prompts "
+                f"({', '.join(sorted(prompts)) or 'it has none'}); use {pt}=TEXT for a prompt "
+                "of your own")
     if prompt is None and prompt_name is None:
         if role == "query" and "query" in prompts:
             prompt_name = "query"

@@ -81,34 +81,26 @@ def corpus_rows_to_encode(run_ids, positives, doc_texts, batch_size: int) -> np.
 
 def check_prompts(*, query_prompt=None, query_prompt_name=None, doc_prompt=None,
                   doc_prompt_name=None) -> None:
-    """A role's prompt is given as a text or as a name of the model's prompts, not both."""
+    """A role's prompt is given as a text or as a name of the model's prompts, not both
+    (:func:`simans_fast.encode.check_prompt_choice`, before any model is loaded)."""
+    from .encode import check_prompt_choice
+
     for which, name, text in (("query", query_prompt_name, query_prompt),
                               ("doc", doc_prompt_name, doc_prompt)):
-        if name is not None and text is not None:
-            raise ParameterError(f"{which}_prompt",
-                                 f"{which}_prompt and {which}_prompt_name: the {which} prompt "
-                                 "is given twice; pass one of them")
+        check_prompt_choice(name, text, names=(f"{which}_prompt_name", f"{which}_prompt"))
 
 
 def resolve_prompts(model, *, query_prompt_name=None, query_prompt=None, doc_prompt_name=None,
                     doc_prompt=None):
-    """The query and document prompt texts, resolved as sentence-transformers does (a prompt
-    name must be one of the model's prompts; a prompt and its name together are refused)."""
+    """The query and document prompt texts, resolved as sentence-transformers does
+    (:func:`simans_fast.encode.resolve_prompt`; errors name these parameters)."""
     from .encode import resolve_prompt
 
-    check_prompts(query_prompt=query_prompt, query_prompt_name=query_prompt_name,
-                  doc_prompt=doc_prompt, doc_prompt_name=doc_prompt_name)
-    prompts = dict(getattr(model, "prompts", None) or {})
-    out = []
-    for which, role, name, text in (("query", "query", query_prompt_name, query_prompt),
-                                    ("doc", "document", doc_prompt_name, doc_prompt)):
-        if name is not None and name not in prompts:
-            raise ParameterError(f"{which}_prompt_name",
-                                 f"{which}_prompt_name={name}: not one of the model's prompts "
-                                 f"({', '.join(sorted(prompts)) or 'it has none'}); use "
-                                 f"{which}_prompt=TEXT for a prompt of your own")
-        out.append(resolve_prompt(model, role, name, text))
-    return out[0], out[1]
+    return tuple(resolve_prompt(model, role, name, text,
+                                names=(f"{which}_prompt_name", f"{which}_prompt"))
+                 for which, role, name, text in (
+                     ("query", "query", query_prompt_name, query_prompt),
+                     ("doc", "document", doc_prompt_name, doc_prompt)))
 
 
 def encoding_identity(model, query_prompt, doc_prompt, query_texts, doc_texts, *,
@@ -202,6 +194,7 @@ def encode_inputs(job, identity: dict, model, query_texts, doc_texts, *, query_p
     """
     import time
 
+    from ._progress import fmt_time
     from .encode import encode
     from .formats.embeddings import check_finite
     from .store.atomic import atomic_write_text, json_dumps, remove_stale_temp_files
@@ -232,7 +225,7 @@ def encode_inputs(job, identity: dict, model, query_texts, doc_texts, *, query_p
         reused = before is not None and before == _stat_key(path)
         say(f"  {arr.shape[0]} x {arr.shape[1]} {np.dtype(arr.dtype).name} "
             + ("(finished embeddings of the same model, prompt and texts reused)" if reused
-               else f"in {_fmt_time(dt)} ({len(texts) / max(dt, 1e-9):.0f} texts/s)"))
+               else f"in {fmt_time(dt)} ({len(texts) / max(dt, 1e-9):.0f} texts/s)"))
         check_finite(arr, path=path, parameter="model")
         arrays[name] = arr
     if job.callback is not None:
@@ -240,31 +233,7 @@ def encode_inputs(job, identity: dict, model, query_texts, doc_texts, *, query_p
     return arrays["queries"], arrays["corpus"]
 
 
-def _fmt_time(t: float) -> str:
-    if t < 1:
-        return f"{t * 1000:.0f} ms"
-    if t < 120:
-        return f"{t:.1f} s"
-    return f"{t / 60:.1f} min"
-
-
 # --------------------------------------------------------------------------------- the call
-def _check_inputs_not_outputs(out, inputs: dict) -> None:
-    """No input lies where the job writes or deletes (its embeddings, work and candidates)."""
-    from .pipeline import CANDIDATES_DIR, WORK_DIR
-    from .store.atomic import inside, same_file
-
-    outs = [os.path.join(out, d) for d in (CANDIDATES_DIR, WORK_DIR, EMBEDDINGS_DIR)]
-    for name, path in inputs.items():
-        if not isinstance(path, (str, os.PathLike)) or not os.path.exists(path):
-            continue  # a model object or a Hub name; missing files are named by their reader
-        for o in outs:
-            if inside(path, o) or same_file(path, o):
-                raise InputError(f"{os.fspath(path)}: lies where the job writes its output "
-                                 f"({o}); move it or choose another output directory",
-                                 parameter=name, path=os.fspath(path))
-
-
 def mine_texts(model, queries, corpus, qrels, out, *, k: int = 200, n: int = 15,
                a: float = 0.5, b: float = 0.0, kernel: str = "gaussian", score_scale=None,
                seed: int = 0, positive_choice: str = "random", fallback: str = "lowest",
@@ -342,7 +311,8 @@ def mine_texts(model, queries, corpus, qrels, out, *, k: int = 200, n: int = 15,
     from .encode import load_model
     from .formats.texts import read_text_records
     from .formats.trec import read_qrels
-    from .pipeline import MiningJob, job_identity, parameter_set, positive_matrix
+    from .pipeline import (CANDIDATES_DIR, WORK_DIR, MiningJob, check_inputs_not_outputs,
+                           job_identity, parameter_set, positive_matrix)
     from .store.candidates import load_candidates
 
     k = _validate.validate("k", k)
@@ -372,8 +342,10 @@ def mine_texts(model, queries, corpus, qrels, out, *, k: int = 200, n: int = 15,
                                   f"(k={k}); lower n or raise k")
     out = os.fspath(out)
     qrels = os.fspath(qrels)
-    _check_inputs_not_outputs(out, {"queries": queries, "corpus": corpus, "qrels": qrels,
-                                    "model": model})
+    check_inputs_not_outputs({"queries": queries, "corpus": corpus, "qrels": qrels,
+                              "model": model},
+                             [os.path.join(out, d) for d in (CANDIDATES_DIR, WORK_DIR,
+                                                             EMBEDDINGS_DIR)])
     # ---- read and check every input before anything is written
     qids_all, qtexts_all = read_text_records(queries, what="query", parameter="queries")
     dids, dtexts = read_text_records(corpus, what="document", parameter="corpus")

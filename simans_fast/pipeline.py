@@ -23,7 +23,7 @@ from .store.negatives import EpochNegatives
 
 __all__ = ["mine", "mine_candidates", "MinedCandidates", "normalize_qrels", "positive_matrix",
            "EpochNegatives", "epoch_negatives", "MiningJob", "CALLBACK_POINTS", "identity_diff",
-           "read_job_file", "array_identity", "run_candidates", "parameter_set", "job_identity"]
+           "read_job_file", "array_identity", "run_candidates", "parameter_set", "job_identity", "check_inputs_not_outputs"]
 
 
 @dataclass(frozen=True)
@@ -524,6 +524,23 @@ def job_identity(*, queries, corpus, query_ids, doc_ids, qrels, qrels_info: dict
     if extra:
         job.update(extra)
     return job
+
+
+def check_inputs_not_outputs(inputs: dict, outputs) -> None:
+    """No input lies where a job writes or deletes: ``inputs`` maps a parameter to a path
+    (None, a missing path or a non-path such as a model object are skipped), ``outputs`` are
+    the job's directories and files. Raises ``InputError`` naming the parameter."""
+    from ._validate import InputError
+    from .store.atomic import inside, same_file
+
+    for name, path in inputs.items():
+        if not isinstance(path, (str, os.PathLike)) or not os.path.exists(path):
+            continue  # a model object or a Hub name; missing files are named by their reader
+        for o in outputs:
+            if inside(path, o) or same_file(path, o):
+                raise InputError(f"{os.fspath(path)}: lies where the job writes its output "
+                                 f"({o}); move it or choose another output directory",
+                                 parameter=name, path=os.fspath(path))
 
 
 def _input_error(message, path, parameter="out"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .._progress import fmt_time  # noqa: F401  (the commands' timings)
 from ..store.atomic import inside, same_file  # noqa: F401  (the commands' output checks)
 from .errors import CLIError, note  # noqa: F401  (note is re-exported for the commands)
 
@@ -17,10 +18,6 @@ def want_progress(args) -> bool:
     if getattr(args, "progress", None) is None:
         return sys.stderr.isatty()
     return bool(args.progress)
-
-
-def fmt_time(s: float) -> str:
-    return f"{s:.2f} s" if s < 100 else f"{s / 60:.1f} min"
 
 
 def short(s, width=60):

@@ -9,8 +9,7 @@ import time
 
 from . import _encoding, _lib, _negatives, _sampling
 from . import flags as _flags
-from ._common import (check_out_dir, fmt_time, inside, note, note_compiling, same_file, say,
-                      want_progress)
+from ._common import check_out_dir, fmt_time, note, note_compiling, say, want_progress
 from .errors import CLIError, reading
 
 NAME = "mine"
@@ -256,19 +255,17 @@ def _outputs(out: str):
 
 
 def _check_inputs_not_outputs(args, out: str) -> None:
-    """No input file lies where mine writes or deletes."""
-    inputs = [("--queries", args.queries), ("--corpus", args.corpus),
-              ("--query-ids", args.query_ids), ("--doc-ids", args.doc_ids),
-              ("--qrels", args.qrels), ("--query-texts", args.query_texts),
-              ("--doc-texts", args.doc_texts), ("--texts", args.texts),
-              ("--run", args.run), ("--model", args.model)]
-    for flag, path in inputs:
-        if path is None or (flag == "--model" and not os.path.exists(path)):
-            continue
-        for o in _outputs(out):
-            if inside(path, o) or same_file(path, o):
-                raise CLIError(f"{flag} {path}: lies where mine writes its output ({o}); move "
-                               "it or choose another --out")
+    """No input file lies where mine writes or deletes
+    (:func:`simans_fast.pipeline.check_inputs_not_outputs`)."""
+    from ..pipeline import check_inputs_not_outputs
+
+    inputs = {name: getattr(args, name) for name in (
+        "queries", "corpus", "query_ids", "doc_ids", "qrels", "query_texts", "doc_texts",
+        "texts", "run", "model")}
+    try:
+        check_inputs_not_outputs(inputs, _outputs(out))
+    except _lib.LIBRARY_ERRORS as e:
+        raise CLIError(_flags.render(e)) from None
 
 
 def _check_finite(arr, arg: str, path: str) -> None:
