@@ -39,6 +39,8 @@ import numpy as np
 
 from . import _config
 from ._config import thread_limits
+from ._blocks import block_f32 as _block_f32, check_finite as _check_finite, \
+    sub_exclusions
 from .candidates_torch import Candidates
 from .store.pages import release_all, release_rows
 from ._progress import progress_bar
@@ -123,31 +125,6 @@ def _normalize_exclude(exclude, n_q, n_d):
 # release_rows (drop a memory map's pages after a block) lives in store/pages.py
 
 
-def _block_f32(src, lo, hi, buf, normalize):
-    """Rows ``lo:hi`` of ``src`` as C-contiguous float32 (a view when possible, else converted
-    into ``buf``), row-normalised when ``normalize``. The Numba kernels only ever see
-    C-contiguous arrays here (one compiled signature each)."""
-    from .kernels import topk as K
-
-    blk = np.asarray(src[lo:hi])
-    n = hi - lo
-    if blk.dtype == np.float32 and blk.flags.c_contiguous:
-        if not normalize:
-            return blk
-        out = buf[:n]
-        K.block_to_f32(blk, out, True)
-        return out
-    out = buf[:n]
-    if blk.dtype == np.float16:
-        K.block_f16_to_f32(np.ascontiguousarray(blk).view(np.uint16), out, normalize)
-        return out
-    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range float64: checked later
-        np.copyto(out, blk, casting="unsafe")  # float64 or strided float32
-    if normalize:
-        K.block_to_f32(out, out, True)
-    return out
-
-
 def _normalize_rows_inplace(x):
     norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float32))
     norms[norms == 0] = 1.0
@@ -177,6 +154,7 @@ def topk(
     corpus_offset=0,
     device=None,
     dtype=None,
+    prefilter=None,
 ):
     """Exact top-k corpus rows of every query.
 
@@ -228,6 +206,19 @@ def topk(
         Results do not depend on it (bit for bit).
     device, dtype : optional
         ``"torch"`` backend only: the device to compute on and the compute dtype.
+    prefilter : {None, "none", "auto", "bfloat16"}, default=None
+        ``"numba"`` backend, metrics ``"ip"`` and ``"cosine"``: ``"bfloat16"`` screens the
+        corpus with bfloat16 matrix products (torch; several times faster than float32 on CPUs
+        with AVX512-BF16 or AMX), keeps more than ``k`` candidates per query, proves with the
+        products' error bound that no other document can reach the top k, and returns the top k
+        of the exactly rescored candidates; a query whose proof fails (near ties at its k-th
+        place) is searched again with more candidates, so the result is always exact. Its
+        scores are :func:`rescore`'s (float64 sums rounded once to float32) bit for bit, a
+        function of the query and the document alone; they differ from the float32 BLAS
+        scores of ``prefilter=None`` in the last bits, so ids may differ where two scores are
+        that close. ``"auto"``: ``"bfloat16"`` when torch is installed, this CPU multiplies
+        bfloat16 natively, the metric allows it and the corpus is not memory-mapped; otherwise
+        ``None``. See ``simans_fast/candidates_bf16.py`` for the bound and the proof.
     query_offset, corpus_offset : int, default=0
         ``"numba"`` and ``"torch"`` backends: the global row numbers of ``queries[0]`` and ``corpus[0]`` when
         these are slices of a larger set (query chunks, corpus shards). The scores of a query
@@ -250,6 +241,10 @@ def topk(
         is still streamed once).
     """
     if backend == "torch":  # tensors on any device: validated by the torch backend
+        if prefilter not in (None, "none", "auto"):
+            raise ParameterError("prefilter", f"prefilter={prefilter!r} runs with the numba "
+                                              f"backend, not backend='torch': pass "
+                                              f"backend='numba' or prefilter=None")
         if index is not None:
             raise ParameterError("index", "index is only used by the faiss backend: drop "
                                           "index with backend='torch'")
@@ -280,8 +275,22 @@ def topk(
         backend = _choose_backend(n_q, n_d, queries.shape[1], k, index)
         logger.info("simans_fast.topk: backend=%r for %d queries x %d docs (dim %d, k=%d)",
                     backend, n_q, n_d, queries.shape[1], k)
+    from .candidates_bf16 import check_prefilter, topk_bf16
+
+    first = check_prefilter(prefilter, metric)
+    if backend != "numba":
+        if first is not None and prefilter != "auto":
+            raise ParameterError("prefilter", f"prefilter={prefilter!r} runs with the numba "
+                                              f"backend, not backend={backend!r}: pass "
+                                              f"backend='numba' or prefilter=None")
+        first = None
+    if (first is not None and prefilter == "auto"
+            and (isinstance(corpus, np.memmap) or getattr(corpus, "_mmap", None) is not None)):
+        first = None  # rescoring would read candidate rows at random through the map
     with thread_limits(n_threads):  # the package's one thread policy
-        if backend == "numba":
+        if first == "bfloat16":
+            ids, scores = topk_bf16(queries, corpus, k, metric, excl, progress, query_block)
+        elif backend == "numba":
             ids, scores = _topk_numba(queries, corpus, k, metric, excl, progress,
                                       query_block, corpus_block, query_offset=query_offset,
                                       corpus_offset=corpus_offset)
@@ -408,19 +417,6 @@ class _BlasOneThread:
                     fn()
             self.active = False
         return False
-
-
-def _check_finite(x, name, row0, buf):
-    """ValueError naming ``name`` and the first row of the float32 block ``x`` (rows
-    ``row0 ...`` of the input) that holds a NaN or an infinity."""
-    from .kernels import topk as K
-
-    bad = buf[: x.shape[0]]
-    K.nonfinite_rows(x.view(np.uint32), bad)
-    if bad.any():
-        r = row0 + int(np.argmax(bad))
-        raise ValueError(f"{name} row {r} is not finite (it holds NaN or inf): embeddings must "
-                         f"be finite numbers")
 
 
 def _query_layout(qpos, sub):
@@ -647,14 +643,7 @@ def _topk_numba(queries, corpus, k, metric, excl, progress, query_block, corpus_
         rows = np.concatenate(failed)
         logger.debug("simans_fast.topk: %d of %d rows recomputed without threshold guessing",
                      rows.size, n_q)
-        sub_excl = None
-        if excl is not None:
-            lens = indptr[rows + 1] - indptr[rows]
-            sub_ptr = np.zeros(rows.size + 1, dtype=np.int64)
-            np.cumsum(lens, out=sub_ptr[1:])
-            take = np.concatenate([np.arange(indptr[r], indptr[r + 1]) for r in rows]) \
-                if sub_ptr[-1] else np.zeros(0, dtype=np.int64)
-            sub_excl = (sub_ptr, eids[take])
+        sub_excl = None if excl is None else sub_exclusions(excl, rows)
         sub_q = np.asarray(queries[rows])
         i, s = _topk_numba(sub_q, corpus, k, metric, sub_excl, False, query_block,
                            corpus_block, fused=fused, z=0.0, corpus_offset=corpus_offset,

@@ -1,6 +1,6 @@
 """``sf.mine_hard_negatives``: a drop-in for sentence-transformers' ``util.mine_hard_negatives``.
 
-Same parameters, defaults, meanings, output columns and row order as sentence-transformers 6.x
+Same parameters, defaults, meanings, output columns and row order as sentence-transformers 6.3
 (re-implemented from its documented behaviour and read source, not copied), with exact top-k
 search from :func:`simans_fast.topk`, exact positive scores from :func:`simans_fast.rescore`, and
 two more sampling strategies keyed by ``seed`` and ``epoch``: a seeded ``"random"`` and
@@ -10,12 +10,14 @@ Pipeline (one unique query per row; repeated anchors are one query with several 
 
 1. encode the corpus (the dataset's positives plus ``corpus``, de-duplicated by text) and the
    unique anchors with ``normalize_embeddings=True``, so scores are cosine similarities;
-2. the *pool*: the ``range_max + max_positives`` best documents of the whole corpus, as
-   sentence-transformers retrieves them, minus the query's positives (fetched exactly as the
-   best non-positive documents, truncated where the query's positives would have taken places
-   in that list); with ``include_positives`` the positives stay in;
-3. ``cross_encoder`` re-scores the pool and the positives (only when a margin, ``max_score`` or
-   ``min_score`` is set), and the pool is re-sorted by those scores;
+2. the *pool*: the ``range_max + max_positives + 1`` best documents of the whole corpus, as
+   sentence-transformers 6.3 retrieves them, minus the query's positives and the query's own
+   text when the corpus holds it (fetched exactly as the best other documents, truncated where
+   the left-out ones would have taken places in that list); with ``include_positives`` the
+   positives stay in (and the query's own text too when it is one of them);
+3. ``cross_encoder`` re-scores the pool and the positives, and the pool is re-sorted by those
+   scores (sentence-transformers 6.2 did so only when a margin, ``max_score`` or
+   ``min_score`` was set);
 4. filters, a score exactly at a threshold is kept: ``s + absolute_margin > pos``,
    ``s > pos - |pos| * relative_margin``, ``s > max_score``, ``s < min_score`` remove a
    candidate (``pos``: the query's lowest positive score), evaluated in float32 as
@@ -286,12 +288,13 @@ def _array_chunks(emb, order, step):
         yield rows, np.ascontiguousarray(emb[rows], dtype=np.float32)
 
 
-def _search_block(query_emb, block, k, exclude, offset):
+def _search_block(query_emb, block, k, exclude, offset, prefilter=None):
     """:func:`simans_fast.topk` of all queries against one block of the streamed corpus, the
     block's rows at places ``offset ...`` of topk's fixed grid of BLAS calls."""
     from .candidates import topk
 
-    c = topk(query_emb, block, k, exclude=exclude, backend="numba", corpus_offset=offset)
+    c = topk(query_emb, block, k, exclude=exclude, backend="numba", corpus_offset=offset,
+             prefilter=prefilter)
     return c.ids, c.scores
 
 
@@ -306,7 +309,7 @@ def _merge_pool(best_ids, best_scores, ids, scores, k):
 
 
 def _stream_pool(chunks, n_d, dim, query_emb, k, excl_q, excl_d, keep_docs, *,
-                 block_rows=None):
+                 block_rows=None, prefilter=None):
     """Exact top-``k`` documents of every query over a corpus handed over in chunks.
 
     ``chunks`` yields ``(rows, emb)``: document ids and their float32 embeddings, the rows of
@@ -318,6 +321,8 @@ def _stream_pool(chunks, n_d, dim, query_emb, k, excl_q, excl_d, keep_docs, *,
     held at a time, plus those of ``keep_docs``.
 
     ``(excl_q, excl_d)``: (query, document) pairs left out (sorted by query), or None.
+    ``prefilter``: topk's (with ``"bfloat16"`` the scores are :func:`simans_fast.rescore`'s, a
+    function of the pair alone, and the merge of the blocks is just as exact).
     Returns ids (document ids, -1 padded) and scores of shape ``(n_q, k)`` sorted by score,
     ties by lower document id; and the float32 embeddings of ``keep_docs`` (sorted unique ids).
     """
@@ -346,7 +351,7 @@ def _stream_pool(chunks, n_d, dim, query_emb, k, excl_q, excl_d, keep_docs, *,
             indptr = np.zeros(n_q + 1, np.int64)
             np.cumsum(np.bincount(excl_q[sel], minlength=n_q), out=indptr[1:])
             excl = (indptr, pp[sel] - start)
-        ids, scores = _search_block(query_emb, buf[:m], min(k, m), excl, start)
+        ids, scores = _search_block(query_emb, buf[:m], min(k, m), excl, start, prefilter)
         ids = np.where(ids >= 0, ids + start, -1)
         best_ids, best_scores = _merge_pool(best_ids, best_scores, ids, scores, k)
         state["start"], state["fill"] = start + m, 0
@@ -569,6 +574,7 @@ def mine_hard_negatives(
     score_scale: float = DEFAULT_SCORE_SCALE,
     seed: int = 0,
     epoch: int = 0,
+    prefilter: str | None = "auto",
 ):
     """Add hard negatives to a dataset of (anchor, positive) pairs.
 
@@ -659,6 +665,11 @@ def mine_hard_negatives(
     seed, epoch : int, default 0
         Key the counter-based generator (``"random"``, ``"simans"``): the same seed and epoch
         give the same negatives, another epoch gives fresh ones.
+    prefilter : {"auto", "bfloat16", None}, default "auto"
+        First pass of the exact search (:func:`simans_fast.topk`'s ``prefilter``):
+        ``"auto"`` screens in bfloat16 when this CPU multiplies bfloat16 natively (AVX512-BF16,
+        AMX), then proves and rescores, so the result stays exact with float64-summed scores;
+        ``None`` searches in float32 throughout. Not used with ``use_faiss``.
 
     Returns
     -------
@@ -685,9 +696,10 @@ def mine_hard_negatives(
     -----
     Differences from sentence-transformers: a column name that does not exist, an empty text,
     or both prompts of a pair are errors (it silently falls back / accepts); ``"random"`` is
-    seeded; ``"simans"`` is added; no faiss GPU and no 2048 cap; the ``min_score`` line of the
-    statistics counts only candidates ``min_score`` removed (sentence-transformers also counts
-    positions that were already empty); only cosine/dot models.
+    seeded; ``"simans"`` is added; no faiss GPU and no 2048 cap; only cosine/dot models. The
+    reference is sentence-transformers 6.3 (a query's own text left out of its candidates,
+    ``cross_encoder`` always re-scoring, ``min_score`` counting only what it removed); 6.2
+    differed there.
     """
     # ---------------------------------------------------------------- arguments
     try:
@@ -704,6 +716,9 @@ def mine_hard_negatives(
     include_positives = _check_bool(include_positives, "include_positives")
     output_scores = _check_bool(output_scores, "output_scores")
     use_faiss = _check_bool(use_faiss, "use_faiss")
+    from .candidates_bf16 import check_prefilter
+
+    check_prefilter(prefilter, "ip")  # a bad value fails before anything is encoded
     faiss_batch_size = _check_int(faiss_batch_size, "faiss_batch_size", minimum=1)
     batch_size = _check_int(batch_size, "batch_size", minimum=1)
     range_min = _check_int(range_min, "range_min", minimum=0)
@@ -805,7 +820,11 @@ def mine_hard_negatives(
     unique = dict.fromkeys(itertools.chain(corpus if corpus is not None else (), all_positives))
     docs = corpus if corpus is not None and len(unique) == len(corpus) else list(unique)
     del unique
+    queries = list(dict.fromkeys(all_anchors))
+    # document ids of the positives and of the queries' own texts (sentence-transformers 6.3
+    # leaves a query's own text out of its candidates); no dict over the whole corpus
     doc_index = dict.fromkeys(all_positives)
+    doc_index.update((t, None) for t in queries if t not in doc_index)
     found = 0
     for i, t in enumerate(docs):
         if t in doc_index and doc_index[t] is None:
@@ -813,7 +832,8 @@ def mine_hard_negatives(
             found += 1
             if found == len(doc_index):
                 break
-    queries = list(dict.fromkeys(all_anchors))
+    self_doc = np.fromiter((-1 if doc_index[t] is None else doc_index[t] for t in queries),
+                           np.int64, len(queries))
     query_index = {t: i for i, t in enumerate(queries)}
     n_q, n_d = len(queries), len(docs)
     pos_lists = [[] for _ in range(n_q)]
@@ -827,6 +847,20 @@ def mine_hard_negatives(
     pos_indptr = np.concatenate([[0], np.cumsum(n_pos)]).astype(np.int64)
     pos_ids = np.fromiter((d for p in pos_lists for d in p), np.int64, int(pos_indptr[-1]))
     q_of_pair = np.repeat(np.arange(n_q, dtype=np.int64), n_pos)
+    # the documents left out of each query's candidates: its positives (unless
+    # include_positives) and its own text when the corpus holds it (unless include_positives
+    # and the text is also its positive), as sentence-transformers 6.3
+    if include_positives:
+        same = np.array([d in p for d, p in zip(self_doc.tolist(), pos_lists)], bool)
+        self_doc[same] = -1
+        ex_lists = [[d] if d >= 0 else [] for d in self_doc.tolist()]
+    else:
+        ex_lists = [p + [d] if d >= 0 and d not in p else list(p)
+                    for p, d in zip(pos_lists, self_doc.tolist())]
+    n_ex = np.fromiter((len(e) for e in ex_lists), np.int64, n_q)
+    ex_indptr = np.concatenate([[0], np.cumsum(n_ex)]).astype(np.int64)
+    ex_ids = np.fromiter((d for e in ex_lists for d in e), np.int64, int(ex_indptr[-1]))
+    ex_q = np.repeat(np.arange(n_q, dtype=np.int64), n_ex)
     if verbose:
         if n_q != len(all_anchors):
             print(f"Found {n_q} unique queries out of {len(all_anchors)} total queries.")
@@ -837,9 +871,12 @@ def mine_hard_negatives(
     # ---------------------------------------------------------------- embeddings, pool
     model = _resolve_model(model)
     _similarity_name(model)
-    k_total = range_max + max_positives
+    # sentence-transformers 6.3 retrieves range_max + max_positives + 1 documents (room for
+    # the positives and the query's own text) and masks the left-out ones
+    k_total = range_max + max_positives + 1
     k_search = min(k_total, n_d)
     pos_mat = _positive_matrix(pos_indptr, pos_ids, n_q)
+    ex_mat = _positive_matrix(ex_indptr, ex_ids, n_q)
     query_emb = _embed(model, queries, role="query", prompt_name=query_prompt_name,
                        prompt=query_prompt, batch_size=batch_size, devices=devices,
                        cache_folder=cache_folder, progress=verbose)
@@ -858,35 +895,40 @@ def mine_hard_negatives(
                              f"and {n_d} documents")
         from .candidates import topk
 
-        exclude = None if include_positives else [np.asarray(p, np.int64) for p in pos_lists]
+        exclude = (ex_indptr, ex_ids) if ex_ids.size else None
         cands = topk(query_emb, corpus_emb, k_search, exclude=exclude, backend="faiss",
                      query_block=faiss_batch_size, progress=verbose)
         pool_ids = np.array(cands.ids, dtype=np.int64)
         pool_scores = np.array(cands.scores, dtype=np.float32)
         pos_mat_scores = rescore(query_emb, corpus_emb, pos_mat)      # -inf where padded
+        ex_mat_scores = rescore(query_emb, corpus_emb, ex_mat)
         del corpus_emb
     else:
         # the corpus streamed through the exact search in the order it is encoded: only one
         # block of its embeddings (and the positives') is ever held
         chunks = _corpus_chunks(model, docs, corpus_prompt_name, corpus_prompt, batch_size,
                                 devices, cache_folder, verbose)
-        keep = np.unique(pos_ids)
-        excl_q, excl_d = (None, None) if include_positives else (q_of_pair, pos_ids)
+        keep = np.unique(np.concatenate([pos_ids, ex_ids]))
+        excl_q, excl_d = (ex_q, ex_ids) if ex_ids.size else (None, None)
         pool_ids, pool_scores, kept = _stream_pool(chunks, n_d, query_emb.shape[1], query_emb,
-                                                   k_search, excl_q, excl_d, keep)
-        slot_mat = np.where(pos_mat >= 0, np.searchsorted(keep, np.maximum(pos_mat, 0)), -1)
-        pos_mat_scores = rescore(query_emb, kept, slot_mat)          # -inf where padded
+                                                   k_search, excl_q, excl_d, keep,
+                                                   prefilter=prefilter)
+
+        def slots(mat):
+            return np.where(mat >= 0, np.searchsorted(keep, np.maximum(mat, 0)), -1)
+
+        pos_mat_scores = rescore(query_emb, kept, slots(pos_mat))     # -inf where padded
+        ex_mat_scores = rescore(query_emb, kept, slots(ex_mat))
         del kept
     pos_scores = pos_mat_scores[q_of_pair, np.arange(q_of_pair.shape[0]) - pos_indptr[q_of_pair]]
-    if not include_positives:
-        keep_n = k_total - _positives_in_pool(pool_scores, pos_mat_scores, k_total)
+    if ex_ids.size:
+        keep_n = k_total - _positives_in_pool(pool_scores, ex_mat_scores, k_total)
         cut = np.arange(k_search)[None, :] >= keep_n[:, None]
         pool_ids[cut] = -1
         pool_scores[cut] = -np.inf
     del query_emb
 
-    if cross_encoder is not None and (absolute_margin is not None or relative_margin is not None
-                                      or max_score is not None or min_score is not None):
+    if cross_encoder is not None:  # sentence-transformers 6.3: always (6.2: only with a filter)
         pool_scores, pos_scores = _cross_encoder_scores(
             cross_encoder, queries, docs, pool_ids, q_of_pair, pos_ids, batch_size=batch_size,
             devices=devices, progress=verbose)

