@@ -7,6 +7,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def empty_result(n_q, k, n_d, what):
+    """The ``(ids, scores)`` arrays of a top-k, filled with -1 / -inf; ``what`` names the path
+    in the error for a corpus too large for 32-bit document ids in the keys."""
+    if n_d >= 2**32:
+        raise ValueError(f"corpus has {n_d} rows; {what} supports fewer than 2**32")
+    return (np.full((n_q, k), -1, dtype=np.int64), np.full((n_q, k), -np.inf, dtype=np.float32))
+
+
 def sub_exclusions(excl, rows):
     """The CSR exclusion pair ``(indptr, ids)`` of the queries ``rows`` (in that order)."""
     indptr, eids = excl

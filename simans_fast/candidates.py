@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _config
 from ._config import thread_limits
-from ._blocks import block_f32 as _block_f32, check_finite as _check_finite, \
+from ._blocks import block_f32 as _block_f32, check_finite as _check_finite, empty_result, \
     sub_exclusions
 from .candidates_torch import Candidates
 from .store.pages import release_all, release_rows
@@ -476,12 +476,9 @@ def _topk_numba(queries, corpus, k, metric, excl, progress, query_block, corpus_
 
     n_q, d = queries.shape
     n_d = corpus.shape[0]
-    ids_out = np.full((n_q, k), -1, dtype=np.int64)
-    scores_out = np.full((n_q, k), -np.inf, dtype=np.float32)
+    ids_out, scores_out = empty_result(n_q, k, n_d, "the numba backend")
     if n_q == 0 or n_d == 0:
         return ids_out, scores_out
-    if n_d >= 2**32:
-        raise ValueError(f"corpus has {n_d} rows; the numba backend supports fewer than 2**32")
     SUB, TILE = int(_SUB), int(_TILE)
     blas = _BlasOneThread()
 

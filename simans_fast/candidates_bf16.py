@@ -127,17 +127,14 @@ def topk_bf16(queries, corpus, k, metric, excl, progress=False, query_block=None
     searched again without guessing and with four times ``m``."""
     import torch
 
-    from ._blocks import block_f32, check_finite, sub_exclusions
+    from ._blocks import block_f32, check_finite, empty_result, sub_exclusions
     from .kernels import topk as K
 
     n_q, d = queries.shape
     n_d = corpus.shape[0]
-    ids_out = np.full((n_q, k), -1, dtype=np.int64)
-    scores_out = np.full((n_q, k), -np.inf, dtype=np.float32)
+    ids_out, scores_out = empty_result(n_q, k, n_d, "prefilter='bfloat16'")
     if n_q == 0 or n_d == 0:
         return ids_out, scores_out
-    if n_d >= 2**32:
-        raise ValueError(f"corpus has {n_d} rows; prefilter='bfloat16' supports fewer than 2**32")
     cosine = metric == "cosine"
     k_sel = min(k, n_d)
     m = first_pass_m(k_sel, n_d) if m is None else max(k_sel, min(int(m), n_d))

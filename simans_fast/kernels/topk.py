@@ -527,6 +527,22 @@ def _decode(key, fb, fv):
     return np.int64(key & _M32), fv[0]
 
 
+@jit(inline="always")
+def _write_sorted(kr, c, k, ids_row, scores_row, fb, fv):
+    """Sort the ``c <= k`` keys ``kr[:c]`` and write them as (id, score) into a row of ``k``,
+    padded with -1 / -inf."""
+    if c > 0:
+        tmp = np.empty(c, np.uint64)
+        _radix_sort(kr[:c], tmp)
+    for j in range(c):
+        d, v = _decode(kr[j], fb, fv)
+        ids_row[j] = d
+        scores_row[j] = v
+    for j in range(c, k):
+        ids_row[j] = -1
+        scores_row[j] = -np.inf
+
+
 @pjit
 def finalize(keys, state, thr, k, n_split, ids, scores, ok):
     """Merge each row's splits, sort the kept keys and write the best ``k`` as ``ids`` (int64)
@@ -579,16 +595,7 @@ def finalize(keys, state, thr, k, n_split, ids, scores, ok):
             if c > k:
                 _nth_smallest(kr, c, k - 1)
                 c = k
-        if c > 0:
-            tmp = np.empty(c, np.uint64)
-            _radix_sort(kr[:c], tmp)
-        for j in range(c):
-            d, v = _decode(kr[j], fb, fv)
-            ids[r, j] = d
-            scores[r, j] = v
-        for j in range(c, k):
-            ids[r, j] = -1
-            scores[r, j] = -np.inf
+        _write_sorted(kr, c, k, ids[r], scores[r], fb, fv)
         ok[r] = 1 if good else 0
 
 
@@ -764,15 +771,6 @@ def rank_rescored(ids, score_bits, rows, k, out_ids, out_scores):
         if c > k:
             _nth_smallest(kr, c, k - 1)
             c = k
-        if c > 0:
-            tmp = np.empty(c, np.uint64)
-            _radix_sort(kr[:c], tmp)
         fb = np.empty(1, np.uint32)
         fv = fb.view(np.float32)
-        for j in range(c):
-            d, v = _decode(kr[j], fb, fv)
-            out_ids[i, j] = d
-            out_scores[i, j] = v
-        for j in range(c, k):
-            out_ids[i, j] = -1
-            out_scores[i, j] = -np.inf
+        _write_sorted(kr, c, k, out_ids[i], out_scores[i], fb, fv)
