@@ -419,7 +419,7 @@ class _SfStages:
                ("simans_fast.candidates", "topk", "topk"),
                ("simans_fast.candidates", "rescore", "rescore positives"),
                ("simans_fast.hard_negatives", "_positive_matrix", "pool bookkeeping"),
-               ("simans_fast.hard_negatives", "_positives_in_pool", "pool bookkeeping"),
+               ("simans_fast.hard_negatives", "_left_out_in_pool", "pool bookkeeping"),
                ("simans_fast.hard_negatives", "_apply_filters", "filters + window"),
                ("simans_fast.hard_negatives", "_window", "filters + window"),
                ("simans_fast.formats.sentence_transformers", "build_columns", "build columns"),

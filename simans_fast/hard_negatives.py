@@ -229,16 +229,17 @@ def _positive_matrix(pos_indptr, pos_ids, n_q):
     return mat
 
 
-def _positives_in_pool(cand_scores, pos_mat_scores, k_total):
-    """Per query: how many of its positives rank within the best ``k_total`` of the corpus.
+def _left_out_in_pool(cand_scores, out_mat_scores, k_total):
+    """Per query: how many of its left-out documents (positives, its own text; scores
+    ``out_mat_scores``, ``-inf`` padded) rank within the best ``k_total`` of the corpus.
 
-    The pool of non-positive candidates holds ``k_total - that`` documents, exactly the
-    non-positives of the corpus's top ``k_total`` (ties at the boundary: positives first)."""
-    n_q, m = pos_mat_scores.shape
+    The pool of the other candidates holds ``k_total - that`` documents, exactly the others of
+    the corpus's top ``k_total`` (ties at the boundary: left-out documents first)."""
+    n_q, m = out_mat_scores.shape
     out = np.zeros(n_q, np.int64)
     for lo in range(0, n_q, _ROW_CHUNK):
         cs = cand_scores[lo:lo + _ROW_CHUNK]
-        ps = pos_mat_scores[lo:lo + _ROW_CHUNK]
+        ps = out_mat_scores[lo:lo + _ROW_CHUNK]
         for j in range(m):
             s = ps[:, j:j + 1]
             known = np.isfinite(s[:, 0])
@@ -922,7 +923,7 @@ def mine_hard_negatives(
         del kept
     pos_scores = pos_mat_scores[q_of_pair, np.arange(q_of_pair.shape[0]) - pos_indptr[q_of_pair]]
     if ex_ids.size:
-        keep_n = k_total - _positives_in_pool(pool_scores, ex_mat_scores, k_total)
+        keep_n = k_total - _left_out_in_pool(pool_scores, ex_mat_scores, k_total)
         cut = np.arange(k_search)[None, :] >= keep_n[:, None]
         pool_ids[cut] = -1
         pool_scores[cut] = -np.inf
