@@ -176,9 +176,11 @@ METRICS = ("ip", "cosine", "l2")
 #: model was trained on. Raw scores (given embeddings, a run's own scores) default to 1.
 DEFAULT_SCORE_SCALE = 20.0
 BACKENDS = ("auto", "numba", "faiss", "torch")
+#: first passes of the exact top-k (:func:`simans_fast.topk`'s ``prefilter``; None means "none")
+PREFILTERS = ("none", "auto", "bfloat16")
 #: dtypes :func:`simans_fast.encode.encode` stores embeddings in (the model computes float32)
 EMBEDDING_DTYPES = ("float32", "float16")
 
 __all__ += ["thread_env", "THREAD_ENV_VARS"]
 __all__ += ["KERNELS", "FALLBACKS", "POSITIVE_CHOICES", "STRATEGIES", "RANK_RULES",
-            "THRESHOLD_RULES", "METRICS", "BACKENDS", "EMBEDDING_DTYPES"]
+            "THRESHOLD_RULES", "METRICS", "BACKENDS", "PREFILTERS", "EMBEDDING_DTYPES"]

@@ -289,6 +289,8 @@ CONSTRAINTS = {
                            description="negative-selection strategy"),
     "metric": Constraint("choice", choices=_config.METRICS, description="top-k similarity"),
     "backend": Constraint("choice", choices=_config.BACKENDS, description="top-k backend"),
+    "prefilter": Constraint("choice", choices=_config.PREFILTERS, allow_none=True,
+                            description="first pass of the exact top-k (None: none)"),
     "embedding_dtype": Constraint("choice", choices=_config.EMBEDDING_DTYPES,
                                   description="stored embeddings"),
     "epoch": Constraint("epoch", description="epoch keying the draws (>= 0)"),

@@ -180,6 +180,16 @@ def _topk_group(dtypes, parallel):
                             exclude=[[0, 1]] + [[]] * 19)
         ids, _ = candidates.topk(q, d, 5, backend="numba")
         candidates.rescore(q, d, ids)
+        if _has_torch():  # the certified bfloat16 first pass (its kernels need no torch, its
+            for metric in ("ip", "cosine"):  # products do)
+                candidates.topk(q, d, 5, metric=metric, prefilter="bfloat16",
+                                exclude=[[0, 1]] + [[]] * 19)
+
+
+def _has_torch():
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 _GROUP_FUNCS = {"rng": _rng_group, "sampling": _sampling_group,

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 
 import numpy as np
@@ -217,8 +218,9 @@ def topk(
         function of the query and the document alone; they differ from the float32 BLAS
         scores of ``prefilter=None`` in the last bits, so ids may differ where two scores are
         that close. ``"auto"``: ``"bfloat16"`` when torch is installed, this CPU multiplies
-        bfloat16 natively, the metric allows it and the corpus is not memory-mapped; otherwise
-        ``None``. See ``simans_fast/candidates_bf16.py`` for the bound and the proof.
+        bfloat16 natively, the metric allows it and the corpus is in memory or a memory map
+        of at most a quarter of the physical memory; otherwise ``None``
+        (:func:`resolve_prefilter`). See ``simans_fast/candidates_bf16.py`` for the bound and the proof.
     query_offset, corpus_offset : int, default=0
         ``"numba"`` and ``"torch"`` backends: the global row numbers of ``queries[0]`` and ``corpus[0]`` when
         these are slices of a larger set (query chunks, corpus shards). The scores of a query
@@ -244,7 +246,7 @@ def topk(
         if prefilter not in (None, "none", "auto"):
             raise ParameterError("prefilter", f"prefilter={prefilter!r} runs with the numba "
                                               f"backend, not backend='torch': pass "
-                                              f"backend='numba' or prefilter=None")
+                                              f"backend='numba' or prefilter='none'")
         if index is not None:
             raise ParameterError("index", "index is only used by the faiss backend: drop "
                                           "index with backend='torch'")
@@ -275,18 +277,9 @@ def topk(
         backend = _choose_backend(n_q, n_d, queries.shape[1], k, index)
         logger.info("simans_fast.topk: backend=%r for %d queries x %d docs (dim %d, k=%d)",
                     backend, n_q, n_d, queries.shape[1], k)
-    from .candidates_bf16 import check_prefilter, topk_bf16
+    from .candidates_bf16 import topk_bf16
 
-    first = check_prefilter(prefilter, metric)
-    if backend != "numba":
-        if first is not None and prefilter != "auto":
-            raise ParameterError("prefilter", f"prefilter={prefilter!r} runs with the numba "
-                                              f"backend, not backend={backend!r}: pass "
-                                              f"backend='numba' or prefilter=None")
-        first = None
-    if (first is not None and prefilter == "auto"
-            and (isinstance(corpus, np.memmap) or getattr(corpus, "_mmap", None) is not None)):
-        first = None  # rescoring would read candidate rows at random through the map
+    first = resolve_prefilter(prefilter, metric, backend, corpus)
     with thread_limits(n_threads):  # the package's one thread policy
         if first == "bfloat16":
             ids, scores = topk_bf16(queries, corpus, k, metric, excl, progress, query_block)
@@ -298,6 +291,52 @@ def topk(
             ids, scores = _topk_faiss(queries, corpus, k, metric, excl, index, progress,
                                       query_block, n_threads)
     return Candidates(ids, scores, backend)
+
+
+#: share of the machine's physical memory a memory-mapped corpus may take for
+#: ``prefilter="auto"`` to screen it in bfloat16 (it then stays in the page cache, so rescoring's
+#: reads of candidate rows at random do not go to the disk)
+MMAP_PREFILTER_SHARE = 0.25
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory of this machine (0 when unknown): a property of the machine,
+    not of the moment (free memory is not used, so a choice made from it is repeatable)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return 0
+
+
+def resolve_prefilter(prefilter, metric="ip", backend="numba", corpus=None, index=None):
+    """The first pass :func:`topk` runs for these arguments: ``"bfloat16"`` or ``None``.
+
+    The one rule, used by :func:`topk` and by the jobs that record the choice in their identity
+    (:func:`simans_fast.mine_candidates`, :class:`simans_fast.pipeline.MiningJob`,
+    ``simans-fast mine``). ``"bfloat16"`` needs the numba backend (``backend``; ``"auto"`` is
+    numba unless ``index`` is given) and metric ``"ip"`` or ``"cosine"``, and raises otherwise.
+    ``"auto"`` is ``"bfloat16"`` where that would be allowed and this CPU multiplies bfloat16
+    natively, except for a memory-mapped ``corpus`` larger than :data:`MMAP_PREFILTER_SHARE`
+    of the physical memory (rescoring reads candidate rows at random: from the disk, for a
+    file the page cache cannot keep); else ``None``. Every input is a property of the call or
+    of the machine, never a timing or the free memory, so the choice is repeatable.
+    """
+    from .candidates_bf16 import check_prefilter
+
+    first = check_prefilter(prefilter, metric)
+    if backend == "auto":
+        backend = "faiss" if index is not None else "numba"
+    if backend != "numba":
+        if first is not None and prefilter != "auto":
+            raise ParameterError("prefilter", f"prefilter={prefilter!r} runs with the numba "
+                                              f"backend, not backend={backend!r}: pass "
+                                              f"backend='numba' or prefilter='none'")
+        return None
+    if (first is not None and prefilter == "auto"
+            and (isinstance(corpus, np.memmap) or getattr(corpus, "_mmap", None) is not None)
+            and int(corpus.nbytes) > MMAP_PREFILTER_SHARE * physical_memory()):
+        return None
+    return first
 
 
 def _choose_backend(n_q, n_d, dim, k, index):

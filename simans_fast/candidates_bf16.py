@@ -11,31 +11,42 @@ CPUs with AVX512-BF16 or AMX multiply bfloat16 matrices several times faster tha
 
 The bound
 ---------
-``q~, d~`` are the float32 rows rounded to bfloat16 (round to nearest, unit roundoff
-``u = 2**-8``); their products are exact in float32, summed in float32 (the error of any
-summation order is at most ``g = (dim + 1) 2**-24 / (1 - (dim + 1) 2**-24)`` of the sum of the
-absolute products), and the result is rounded to bfloat16 once more. With Cauchy-Schwarz,
-``sum |q_i d_i| <= ||q|| ||d||``, so the bfloat16 score ``s~`` of the float32 score ``s = <q, d>``
-satisfies::
+``q~, d~`` are the float32 rows rounded to bfloat16 (round to nearest, 8 significant bits, unit
+roundoff ``u = 2**-8``) and ``e_q = q - q~``, ``e_d = d - d~`` the rounding errors (exact in
+float32: the low half of each significand). The exact score splits as::
 
-    |s~ - s| <= c ||q|| ||d||,   c = e + u (1 + e),   e = 2u + u**2 + g (1 + u)**2
+    <q, d> = <q~, d~> + <q~, e_d> + <e_q, d~> + <e_q, e_d>
 
-(:func:`error_bound`; about ``0.0118`` for any dimension up to a few thousand). The returned
-scores are :func:`simans_fast.rescore`'s (products summed in float64, rounded to float32 once),
-whose own error adds ``2 x 2**-24 + (dim + 1) 2**-53`` (plus, for cosine, the float32 normalisation
-of the rows, ``2 (dim + 4) 2**-24``) times ``||q|| ||d||``. ``delta_q`` is the sum of these terms
-times ``||q||`` and the largest corpus row norm.
+The products of bfloat16 values are exact in float32; their float32 sum, in any order, is within
+``g = (dim + 1) 2**-24 / (1 - (dim + 1) 2**-24)`` of the sum of the absolute products, at most
+``g ||q~|| ||d~||`` (Cauchy-Schwarz); the result is rounded to bfloat16 once more, within
+``u |s~|``. With Cauchy-Schwarz on the three cross terms, the bfloat16 score ``s~`` satisfies::
+
+    |s~ - <q, d>| <= E + u |s~|,   E = ||q~|| ||e_d|| + ||e_q|| ||d~|| + ||e_q|| ||e_d|| + g ||q~|| ||d~||
+
+(:func:`product_bound`). The norms are computed in float64 per row (:func:`simans_fast.kernels.topk.bf16_norms`);
+for the certificate the document norms are the largest over the corpus. A rounding error's norm
+is typically ``u / sqrt(3)`` of its row's, so ``E`` is about ``1.2 u`` for unit rows where the
+worst case ``2u`` (every coordinate rounded by half a unit) was assumed before; with the output
+rounding taken at the score's own size, this certificate is 2.4-2.8x tighter than that
+worst-case one. The returned scores are :func:`simans_fast.rescore`'s (products summed in
+float64, rounded to float32 once), whose own distance to ``<q, d>`` is at most
+``2 x 2**-24 + (dim + 1) 2**-53`` (plus, for cosine, the float32 normalisation of the rows,
+``2 (dim + 4) 2**-24``) times ``||q|| ||d||`` (:func:`rescore_error`). ``delta_q`` is ``E`` for
+query ``q`` plus that term for the largest corpus row norm.
 
 The certificate
 ---------------
 For each query the first pass keeps the best ``m > k`` documents by ``s~`` (the exact selection
 of :mod:`simans_fast.kernels.topk`, ties by lower id). A document left out has ``s~`` at most the
-``m``-th kept one, so its rescored score is at most ``s~_(m) + delta_q``; at least ``k`` kept ones
-score at least ``s~_(k) - delta_q``. When ``s~_(m) + 2 delta_q < s~_(k)`` no left-out document can
-reach the top k (not even by a tie), and the best ``k`` of the rescored kept documents *are* the
-top k of the rescored scores over the whole corpus. A query whose certificate fails (ties or near
-ties at its k-th place, duplicated documents) is searched again with a larger ``m``, up to the
-whole corpus, so the result is always exact.
+``m``-th kept one, so its rescored score is at most ``h(s~_(m)) + delta_q`` with
+``h(x) = x + u |x|`` (non-decreasing); at least ``k`` kept ones score at least
+``l(s~_(k)) - delta_q``, ``l(x) = x - u |x|``. When ``h(s~_(m)) + 2 delta_q < l(s~_(k))`` no
+left-out document can reach the top k (not even by a tie), and the best ``k`` of the rescored
+kept documents *are* the top k of the rescored scores over the whole corpus. The test is
+evaluated in float64 with every term moved outwards by far more than its rounding. A query whose
+certificate fails (ties or near ties at its k-th place, duplicated documents) is searched again
+with a larger ``m``, up to the whole corpus, so the result is always exact.
 
 Consequences: the scores are those of :func:`simans_fast.rescore` bit for bit (a function of the
 query and the document alone), so the result depends on no block size, thread count or query
@@ -71,14 +82,42 @@ _STATE_BUDGET = 64 * 2**20
 _CHECK_ROWS = 8
 
 
-def error_bound(dim):
-    """``c`` of the module docstring: ``|s~ - s| <= c ||q|| ||d||`` for the bfloat16 score
-    ``s~`` of two float32 rows of dimension ``dim``."""
-    u = U_BF16
+def _gamma(dim):
+    """Bound, relative to the sum of the absolute products, of a float32 sum of ``dim``
+    products in any order: ``gamma = (dim + 1) 2**-24 / (1 - (dim + 1) 2**-24)``."""
     g = (dim + 1) * 2.0**-24
-    g = g / (1.0 - g)
-    e = 2.0 * u + u * u + g * (1.0 + u) ** 2
-    return e + u * (1.0 + e)
+    return g / (1.0 - g)
+
+
+def linear_error(q_t, q_e, d_t, d_e, g):
+    """``E`` of the module docstring: ``|q~||e_d| + |e_q||d~| + |e_q||e_d| + g |q~||d~|`` for
+    the norms of the bfloat16 rows (``q_t``, ``d_t``) and of their rounding errors (``q_e``,
+    ``d_e``): everything but the output rounding of the bound on ``|s~ - <q, d>|``."""
+    # the last term: values the product's instructions may flush to zero (below 2**-126)
+    return q_t * d_e + q_e * d_t + q_e * d_e + g * q_t * d_t + 2.0**-110 * (1.0 + q_t + d_t)
+
+
+def product_bound(q_t, q_e, d_t, d_e, s_bf16, dim):
+    """The bound on ``|s~ - <q, d>|`` for the bfloat16 product ``s~`` (module docstring):
+    :func:`linear_error` plus the rounding of the float32 result to bfloat16,
+    ``2**-8 |s~|``."""
+    return linear_error(q_t, q_e, d_t, d_e, _gamma(dim)) + U_BF16 * np.abs(s_bf16)
+
+
+def _up(x):
+    """``x`` (float64, >= 0 or a bound) moved up by far more than its own rounding."""
+    return x + np.abs(x) * 2.0**-40 + 2.0**-1000
+
+
+def _down(x):
+    return x - np.abs(x) * 2.0**-40 - 2.0**-1000
+
+
+def _bits(t):
+    """The uint16 bit view of a bfloat16 tensor (no copy)."""
+    import torch
+
+    return t.view(torch.int16).numpy().view(np.uint16)
 
 
 def rescore_error(dim, cosine):
@@ -115,7 +154,7 @@ def first_pass_m(k, n_d):
 
 
 def topk_bf16(queries, corpus, k, metric, excl, progress=False, query_block=None, m=None,
-              check=True, z=5.0):
+              check=True, z=5.0, norms=None):
     """Exact top-k (ids, scores) of float32/float16 ``queries`` against ``corpus`` for
     ``metric`` "ip" or "cosine", screened in bfloat16 (module docstring).
 
@@ -124,7 +163,9 @@ def topk_bf16(queries, corpus, k, metric, excl, progress=False, query_block=None
     candidates kept by the first pass (the tests force certificates to fail with it); ``z`` is
     the margin of the selection's threshold guess (0: no guessing; see
     :func:`simans_fast.kernels.topk._compact`). Rows whose guess or certificate fails are
-    searched again without guessing and with four times ``m``."""
+    searched again without guessing and with four times ``m``; that search gets ``norms``, the
+    corpus' largest squared norms (float32 rows, bfloat16 rows, rounding errors) found by this
+    one, instead of computing them again."""
     import torch
 
     from ._blocks import block_f32, check_finite, empty_result, sub_exclusions
@@ -147,7 +188,8 @@ def topk_bf16(queries, corpus, k, metric, excl, progress=False, query_block=None
         eids = np.zeros(0, dtype=np.int64)
     else:
         indptr, eids = excl
-    c_coef = error_bound(d) + rescore_error(d, cosine)
+    rho = rescore_error(d, cosine)
+    g = _gamma(d)
 
     keys = np.empty((qb, cap + K.CHUNK), dtype=np.uint64)
     state = np.empty((qb, 3), dtype=np.int64)
@@ -159,12 +201,25 @@ def topk_bf16(queries, corpus, k, metric, excl, progress=False, query_block=None
     qconv = np.empty((qb, d), dtype=np.float32)
     cconv = np.empty((cb, d), dtype=np.float32)
     badbuf = np.empty(max(qb, cb), dtype=np.uint8)
-    cnorm = np.empty(cb, dtype=np.float32)
+    c_rounded2 = np.empty(cb, dtype=np.float64)
+    c_error2 = np.empty(cb, dtype=np.float64)
+    c_sq2 = np.empty(cb, dtype=np.float64)
+    q_rounded2 = np.empty(qb, dtype=np.float64)
+    q_error2 = np.empty(qb, dtype=np.float64)
+    q_sq2 = np.empty(qb, dtype=np.float64)
     import numba
 
     fbuf = np.empty((numba.config.NUMBA_NUM_THREADS, cb), dtype=np.float32)
+    # the products' and the converted blocks' buffers, allocated once: a fresh 16 MB output
+    # per product is fresh pages to fault in, which cost more than the product on some VMs
+    s_buf = torch.empty(min(_MM_ROWS, qb) * cb, dtype=torch.bfloat16)
+    c_buf = torch.empty(cb * d, dtype=torch.bfloat16)
+    q_buf = torch.empty(qb * d, dtype=torch.bfloat16)
     n_tot = float(n_d)
-    d_max = 0.0  # largest squared norm of the float32 corpus rows seen (all of them after pass 1)
+    # largest squared norms of the float32 corpus rows seen (all of them after pass 1), of the
+    # bfloat16 rows and of their rounding errors
+    d_max, dt_max, de_max = (0.0, 0.0, 0.0) if norms is None else norms
+    scan = norms is None  # the first query block's pass computes them
     failed = []
     n_blocks = -(-n_q // qb) * -(-n_d // cb)
     checked = not check
@@ -178,8 +233,11 @@ def topk_bf16(queries, corpus, k, metric, excl, progress=False, query_block=None
             Q = block_f32(queries, qs, qe, qconv, cosine)
             if check:
                 check_finite(Q, "queries", qs, badbuf)
-            Qt = _to_bf16(torch, Q)
+            Qt = _to_bf16(torch, Q, q_buf)
             q_norm = np.sqrt(np.einsum("ij,ij->i", Q, Q, dtype=np.float64))
+            K.bf16_norms(Q, _bits(Qt), q_rounded2[:nb], q_error2[:nb], q_sq2[:nb])
+            q_t = _up(np.sqrt(q_rounded2[:nb]))
+            q_e = _up(np.sqrt(q_error2[:nb]))
             st, th, kq = state[:nb], thr[:nb], keys[:nb]
             st[:, 0] = 0
             st[:, 1] = indptr[qs:qe]
@@ -188,17 +246,24 @@ def topk_bf16(queries, corpus, k, metric, excl, progress=False, query_block=None
             for lo in range(0, n_d, cb):
                 hi = min(n_d, lo + cb)
                 C = block_f32(corpus, lo, hi, cconv, cosine)
-                if qs == 0:
-                    if check:
-                        check_finite(C, "corpus", lo, badbuf)
-                    K.sq_norms(C, cnorm[: hi - lo])
-                    d_max = max(d_max, float(cnorm[: hi - lo].max()))
-                Ct = _to_bf16(torch, C)
+                if qs == 0 and check:
+                    check_finite(C, "corpus", lo, badbuf)
+                Ct = _to_bf16(torch, C, c_buf)
+                if qs == 0 and scan:
+                    ct2, ce2, cs2 = c_rounded2[: hi - lo], c_error2[: hi - lo], c_sq2[: hi - lo]
+                    K.bf16_norms(C, _bits(Ct), ct2, ce2, cs2)
+                    d_max = max(d_max, float(cs2.max()))
+                    dt_max = max(dt_max, float(ct2.max()))
+                    de_max = max(de_max, float(ce2.max()))
                 for r0 in range(0, nb, _MM_ROWS):
                     r1 = min(nb, r0 + _MM_ROWS)
-                    S = torch.mm(Qt[r0:r1], Ct.T).view(torch.int16).numpy().view(np.uint16)
+                    S = s_buf[: (r1 - r0) * (hi - lo)].view(r1 - r0, hi - lo)
+                    torch.mm(Qt[r0:r1], Ct.T, out=S)
+                    S = _bits(S)
                     if not checked:
-                        _check_bound(Q[r0:r1], C, S, q_norm[r0:r1])
+                        _check_bound(Q[r0:r1], C, S, q_t[r0:r1], q_e[r0:r1],
+                                     _up(np.sqrt(c_rounded2[: hi - lo])),
+                                     _up(np.sqrt(c_error2[: hi - lo])))
                         checked = True
                     K.select_bf16_block(S, lo, kq[r0:r1], st[r0:r1], th[r0:r1], m, indptr,
                                         eids, qs + r0, n_tot, z, fbuf)
@@ -206,11 +271,15 @@ def topk_bf16(queries, corpus, k, metric, excl, progress=False, query_block=None
             K.finalize(kq, st, th, m, 1, ids_m[:nb], sc_m[:nb], ok[:nb])
             # the certificate (module docstring), in float64
             d_norm = np.sqrt(d_max) * (1.0 + (d + 2) * 2.0**-24)
-            delta = c_coef * q_norm * (1.0 + 2.0**-40) * d_norm
+            e_q = linear_error(q_t, q_e, _up(np.sqrt(dt_max)), _up(np.sqrt(de_max)), g)
+            delta = _up(e_q + rho * q_norm * d_norm)
             im, sm = ids_m[:nb], sc_m[:nb]
-            cert = (ok[:nb] == 1) & ((m >= n_d) | (im[:, m - 1] < 0)
-                                     | (sm[:, m - 1].astype(np.float64) + 2.0 * delta
-                                        < sm[:, k_sel - 1]))
+            s_m = sm[:, m - 1].astype(np.float64)
+            s_k = sm[:, k_sel - 1].astype(np.float64)
+            with np.errstate(invalid="ignore"):  # -inf padding: those rows pass by their ids
+                cert = (ok[:nb] == 1) & ((m >= n_d) | (im[:, m - 1] < 0)
+                                         | (_up(s_m + U_BF16 * np.abs(s_m) + 2.0 * delta)
+                                            < _down(s_k - U_BF16 * np.abs(s_k))))
             rows = np.flatnonzero(cert)
             if rows.size:
                 _rescore(Q, corpus, corpus_u16, im, r_m[:nb], cosine, K)
@@ -228,18 +297,22 @@ def topk_bf16(queries, corpus, k, metric, excl, progress=False, query_block=None
                      rows.size, n_q, m, m2)
         i, s = topk_bf16(np.asarray(queries[rows]), corpus, k, metric,
                          None if excl is None else sub_exclusions(excl, rows), False,
-                         query_block, m=m2, check=False, z=0.0)
+                         query_block, m=m2, check=False, z=0.0,
+                         norms=(d_max, dt_max, de_max))
         ids_out[rows] = i
         scores_out[rows] = s
     return ids_out, scores_out
 
 
-def _to_bf16(torch, x):
-    """A new bfloat16 tensor of the float32 array ``x`` (read-only arrays too: torch only reads
-    them here, so its warning about non-writable arrays does not apply)."""
+def _to_bf16(torch, x, buf):
+    """The float32 array ``x`` rounded to bfloat16 into the flat tensor ``buf`` (read-only
+    arrays too: torch only reads them here, so its warning about non-writable arrays does not
+    apply); returns the view of ``buf`` shaped as ``x``."""
+    out = buf[: x.size].view(x.shape)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(x).to(torch.bfloat16)
+        out.copy_(torch.from_numpy(x))
+    return out
 
 
 def _rescore(Q, corpus, corpus_u16, ids, out, cosine, K):
@@ -252,37 +325,43 @@ def _rescore(Q, corpus, corpus_u16, ids, out, cosine, K):
         K.rescore_dense(Q, np.asarray(corpus), ids, mode, out)
 
 
-def _check_bound(Q, C, S_u16, q_norm):
+def _check_bound(Q, C, S_u16, q_t, q_e, c_t, c_e):
     """The first pass's scores of a few queries against the first corpus block, compared with
-    float64 scores: a library whose bfloat16 product breaks :func:`error_bound` raises here."""
+    float64 scores: a library whose bfloat16 product breaks :func:`product_bound` raises
+    here (``q_t, q_e, c_t, c_e``: the norms of the rows' bfloat16 roundings and errors)."""
     rows = np.unique(np.linspace(0, Q.shape[0] - 1, min(_CHECK_ROWS, Q.shape[0])).astype(int))
     approx = (S_u16[rows].astype(np.uint32) << 16).view(np.float32).astype(np.float64)
     exact = Q[rows].astype(np.float64) @ C.T.astype(np.float64)
-    c_norm = np.sqrt(np.einsum("ij,ij->i", C, C, dtype=np.float64))
-    bound = error_bound(Q.shape[1]) * np.outer(q_norm[rows], c_norm) * (1.0 + 2.0**-20)
+    bound = product_bound(q_t[rows, None], q_e[rows, None], c_t[None, :], c_e[None, :], approx,
+                          Q.shape[1]) * (1.0 + 2.0**-20)
     bad = np.abs(approx - exact) > bound
     if bad.any():
         raise RuntimeError(
             "prefilter='bfloat16': torch's bfloat16 matrix product on this machine is less "
             f"accurate than the bound the certificate assumes (error {np.abs(approx - exact).max():.3g} "
-            f"> bound): pass prefilter=None")
+            f"> bound): pass prefilter='none'")
 
 
 def check_prefilter(prefilter, metric):
-    """The first pass to use: ``"bfloat16"`` or ``None``."""
+    """The first pass to use: ``"bfloat16"`` or ``None`` (the value's rule is
+    ``CONSTRAINTS["prefilter"]``; this adds what the metric and the installed packages allow)."""
+    from ._validate import validate
+
+    try:
+        prefilter = validate("prefilter", prefilter)
+    except ParameterError:
+        raise ParameterError("prefilter", f"prefilter must be None, 'none', 'auto' or "
+                                          f"'bfloat16', got {prefilter!r}") from None
     if prefilter in (None, "none"):
         return None
     if prefilter == "auto":
         return "bfloat16" if metric in ("ip", "cosine") and native_bf16() else None
-    if prefilter == "bfloat16":
-        if metric not in ("ip", "cosine"):
-            raise ParameterError("prefilter", f"prefilter='bfloat16' supports metric 'ip' and "
-                                              f"'cosine', not {metric!r}: pass prefilter=None")
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise ParameterError("prefilter", "prefilter='bfloat16' needs torch "
-                                              "(pip install 'simans_fast[torch]')") from None
-        return "bfloat16"
-    raise ParameterError("prefilter", f"prefilter must be None, 'none', 'auto' or 'bfloat16', "
-                                      f"got {prefilter!r}")
+    if metric not in ("ip", "cosine"):
+        raise ParameterError("prefilter", f"prefilter='bfloat16' supports metric 'ip' and "
+                                          f"'cosine', not {metric!r}: pass prefilter='none'")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ParameterError("prefilter", "prefilter='bfloat16' needs torch "
+                                          "(pip install 'simans_fast[torch]')") from None
+    return "bfloat16"

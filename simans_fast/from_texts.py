@@ -123,10 +123,12 @@ def encoding_identity(model, query_prompt, doc_prompt, query_texts, doc_texts, *
 
 
 def without_embeddings(identity):
-    """A job identity minus the embedding fingerprints (known only once a job has encoded)."""
+    """A job identity minus the embedding fingerprints and what is resolved from them (the
+    top-k's first pass): known only once a job has encoded."""
     if not isinstance(identity, dict):
         return {}
     out = dict(identity)
+    out.pop("prefilter", None)  # resolved from the corpus embeddings (job_identity)
     inputs = out.get("inputs")
     if isinstance(inputs, dict):
         out["inputs"] = {k: v for k, v in inputs.items() if k not in ("queries", "corpus")}
@@ -237,7 +239,8 @@ def encode_inputs(job, identity: dict, model, query_texts, doc_texts, *, query_p
 def mine_texts(model, queries, corpus, qrels, out, *, k: int = 200, n: int = 15,
                a: float = 0.5, b: float = 0.0, kernel: str = "gaussian", score_scale=None,
                seed: int = 0, positive_choice: str = "random", fallback: str = "lowest",
-               metric: str = "ip", backend: str = "auto", all_queries: bool = False,
+               metric: str = "ip", backend: str = "auto", prefilter=None,
+               all_queries: bool = False,
                skip_missing_qrels: bool = False, query_prompt=None, query_prompt_name=None,
                doc_prompt=None, doc_prompt_name=None, batch_size: int = 32, device=None,
                embedding_dtype: str = "float32", normalize_embeddings: bool = True,
@@ -271,6 +274,9 @@ def mine_texts(model, queries, corpus, qrels, out, *, k: int = 200, n: int = 15,
         otherwise.
     metric, backend : str
         Similarity and top-k backend (:func:`simans_fast.topk`).
+    prefilter : {None, "none", "auto", "bfloat16"}, default=None
+        First pass of the exact top-k (:func:`simans_fast.topk`), resolved once for the
+        encoded corpus and recorded in the run's identity.
     all_queries : bool, default=False
         Mine every query of ``queries`` (default: only those with a positive in ``qrels``;
         queries without one get the ``fallback`` negatives).
@@ -307,6 +313,7 @@ def mine_texts(model, queries, corpus, qrels, out, *, k: int = 200, n: int = 15,
         A file that cannot be read as asked (naming the file, the line and the parameter), a
         qrels id with no text, or an ``out`` that holds another run.
     """
+    from .candidates import resolve_prefilter
     from .diagnostics import default_score_scale, rank_room
     from .encode import load_model
     from .formats.texts import read_text_records
@@ -321,8 +328,9 @@ def mine_texts(model, queries, corpus, qrels, out, *, k: int = 200, n: int = 15,
         query_block = DEFAULT_QUERY_BLOCK
     for name, v in (("embedding_dtype", embedding_dtype), ("n", n), ("a", a), ("b", b), ("kernel", kernel), ("seed", seed),
                     ("positive_choice", positive_choice), ("fallback", fallback),
-                    ("metric", metric), ("backend", backend)):
+                    ("metric", metric), ("backend", backend), ("prefilter", prefilter)):
         _validate.validate(name, v)
+    resolve_prefilter(prefilter, metric, backend)  # a combination it refuses fails here
     for name, v in (("all_queries", all_queries), ("skip_missing_qrels", skip_missing_qrels),
                     ("normalize_embeddings", normalize_embeddings), ("resume", resume),
                     ("overwrite", overwrite), ("progress", progress)):
@@ -374,10 +382,11 @@ def mine_texts(model, queries, corpus, qrels, out, *, k: int = 200, n: int = 15,
                                          all_queries=all_queries)}
 
     def identity(q_emb, d_emb):
+        first = None if d_emb is None else resolve_prefilter(prefilter, metric, backend, d_emb)
         return job_identity(queries=q_emb, corpus=d_emb, query_ids=qids, doc_ids=dids,
                             qrels=qrels, qrels_info=qinfo, skip_missing_qrels=skip_missing_qrels,
                             k=k, metric=metric, backend=backend, query_block=query_block,
-                            parameters=params, extra=extra)
+                            parameters=params, extra=extra, prefilter=first)
 
     def make_job(ident):
         return MiningJob(out, ident, query_ids=qids, doc_ids=dids, positives=pos, k=k,

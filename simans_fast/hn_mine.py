@@ -400,7 +400,8 @@ def hn_mine(input_file, output_file, model, *, candidate_pool=None,
             normalize_embeddings: bool = True, use_fp16: bool = False, pooling_method=None,
             query_max_length=None, passage_max_length=None, trust_remote_code: bool = False,
             cache_dir=None, cache_folder=None, embedding_dtype: str = "float32",
-            output_scores: bool = False, progress: bool = True) -> HnMineResult:
+            output_scores: bool = False, progress: bool = True,
+            prefilter=None) -> HnMineResult:
     """Mine hard negatives for a FlagEmbedding JSONL file (see the module docstring).
 
     Parameters
@@ -459,6 +460,11 @@ def hn_mine(input_file, output_file, model, *, candidate_pool=None,
         Write ``neg_scores`` and ``pos_scores`` (the embedder's scores). Without it an input
         ``neg_scores`` is removed (it described the old negatives); ``pos_scores`` is kept.
     progress : bool, default True
+    prefilter : {None, "none", "auto", "bfloat16"}, default None
+        First pass of the CPU top-k (:func:`simans_fast.topk`; not with
+        ``use_gpu_for_searching``). ``"bfloat16"`` is faster on CPUs with AVX512-BF16 or AMX;
+        its raw scores are :func:`simans_fast.rescore`'s, so ranks can differ from the
+        float32 search only where two scores agree to float32 rounding.
 
     Returns
     -------
@@ -502,6 +508,12 @@ def hn_mine(input_file, output_file, model, *, candidate_pool=None,
     if not os.path.isdir(out_dir):
         raise ValueError(f"output_file {output_file}: directory {out_dir} does not exist")
 
+    from .candidates import resolve_prefilter
+
+    prefilter = resolve_prefilter(prefilter, "ip", "numba")  # the corpus is held in memory
+    if prefilter is not None and use_gpu_for_searching:
+        raise ValueError("prefilter is the first pass of the CPU top-k: drop it with "
+                         "use_gpu_for_searching=True (--use_gpu_for_searching)")
     if search_device is not None and not use_gpu_for_searching:
         raise ValueError("search_device is only used with use_gpu_for_searching=True")
     if use_gpu_for_searching:
@@ -594,7 +606,7 @@ def hn_mine(input_file, output_file, model, *, candidate_pool=None,
         from .candidates import topk
 
         cands = topk(q_emb, searched, hi, metric="ip", query_block=search_batch_size,
-                     progress=progress)
+                     progress=progress, prefilter=prefilter)
     top_ids, top_scores = np.asarray(cands.ids), np.asarray(cands.scores)
     w_ids, w_scores = window_candidates(top_ids, top_scores, lo, hi, forbidden)
 

@@ -86,6 +86,32 @@ def test_failed_certificates_are_searched_again(caplog):
         np.testing.assert_array_equal(got[1], scores)
 
 
+def test_near_ties_are_certified_at_the_first_try(caplog):
+    """Uniform unit rows: the top few hundred scores of a query lie within a few hundredths,
+    closer than the worst-case bound (2 delta = 0.0236 for unit rows, the first release's,
+    under which half of these rows failed). The bound from the actual rounding errors
+    certifies nearly all of them at the first try, and the result is the reference's."""
+    rng = np.random.default_rng(21)
+    d, k = 384, 50
+    c = rng.standard_normal((20_000, d)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    q = c[:200] + 0.08 * rng.standard_normal((200, d)).astype(np.float32)
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    with caplog.at_level(logging.DEBUG, logger="simans_fast.candidates_bf16"):
+        got = B.topk_bf16(q, c, k, "ip", None)
+    failed = [int(r.getMessage().split()[1]) for r in caplog.records
+              if "not certified" in r.getMessage()]
+    assert sum(failed) <= 10, failed  # of 200
+    # the rows really are that close: the worst-case bound would fail most of them
+    s = -np.sort(-(torch.from_numpy(q).to(torch.bfloat16) @ torch.from_numpy(c)
+                   .to(torch.bfloat16).T).float().numpy(), axis=1)
+    m = B.first_pass_m(k, c.shape[0])
+    assert np.mean(s[:, k - 1] - s[:, m - 1] > 0.0236) < 0.8
+    ids, scores = _reference(q, c, k, "ip", None)
+    np.testing.assert_array_equal(got[0], ids)
+    np.testing.assert_array_equal(got[1], scores)
+
+
 def test_bf16_does_not_depend_on_blocks_threads_or_query_order():
     rng = np.random.default_rng(11)
     q, c = _clustered(rng, 9000, 300, 64)
@@ -122,19 +148,39 @@ def test_k_above_the_corpus_and_empty_rows_are_padded():
 
 @pytest.mark.parametrize("d", [3, 64, 384, 1024])
 def test_the_error_bound_holds_for_torch_bfloat16_products(d):
-    """The bound of candidates_bf16.error_bound, on rows with a wide dynamic range and mixed
-    signs (the worst case for relative errors), at the shapes topk uses."""
+    """The bound of candidates_bf16.product_bound (from the norms of the rows' bfloat16
+    roundings and rounding errors), on rows with a wide dynamic range and mixed signs (the
+    worst case for relative errors) and on unit rows, at the shapes topk uses."""
+    from simans_fast.kernels import topk as K
+
     rng = np.random.default_rng(d)
-    q = (rng.standard_normal((300, d)) * np.exp(rng.uniform(-6, 6, (300, d)))).astype(np.float32)
-    c = (rng.standard_normal((2000, d)) * np.exp(rng.uniform(-6, 6, (2000, d)))).astype(np.float32)
-    approx = torch.mm(torch.from_numpy(q).to(torch.bfloat16),
-                      torch.from_numpy(c).to(torch.bfloat16).T).float().numpy()
-    exact = q.astype(np.float64) @ c.astype(np.float64).T
-    bound = B.error_bound(d) * np.outer(np.linalg.norm(q.astype(np.float64), axis=1),
-                                        np.linalg.norm(c.astype(np.float64), axis=1))
-    err = np.abs(approx - exact)
-    assert (err <= bound).all(), float((err / bound).max())
-    assert (err / bound).max() > 1e-3  # the bound is not vacuous: real errors come near it
+    wide = lambda n: (rng.standard_normal((n, d))  # noqa: E731
+                      * np.exp(rng.uniform(-6, 6, (n, d)))).astype(np.float32)
+    unit = rng.standard_normal((2300, d)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    worst = 0.0
+    for q, c in ((wide(300), wide(2000)), (unit[:300], unit[300:])):
+        qt, ct = (torch.from_numpy(x).to(torch.bfloat16) for x in (q, c))
+        approx = torch.mm(qt, ct.T).float().numpy().astype(np.float64)
+        exact = q.astype(np.float64) @ c.astype(np.float64).T
+        norms = []
+        for x, t in ((q, qt), (c, ct)):
+            r2, e2, f2 = np.empty(len(x)), np.empty(len(x)), np.empty(len(x))
+            K.bf16_norms(x, t.view(torch.int16).numpy().view(np.uint16), r2, e2, f2)
+            np.testing.assert_allclose(f2, (x.astype(np.float64) ** 2).sum(1), rtol=1e-12)
+            np.testing.assert_allclose(r2, (t.double() ** 2).sum(1).numpy(), rtol=1e-12)
+            np.testing.assert_allclose(e2, ((x.astype(np.float64) - t.double().numpy()) ** 2)
+                                       .sum(1), rtol=1e-12)
+            norms.append((np.sqrt(r2), np.sqrt(e2)))
+        (q_t, q_e), (c_t, c_e) = norms
+        bound = B.product_bound(q_t[:, None], q_e[:, None], c_t[None, :], c_e[None, :], approx, d)
+        err = np.abs(approx - exact)
+        assert (err <= bound).all(), float((err / bound).max())
+        worst = max(worst, float((err / bound).max()))
+        # tighter than the worst case of every coordinate off by half a unit on both sides
+        old = (2 * 2.0**-8 + 2.0**-16 + B._gamma(d)) * np.outer(q_t, c_t) + 2.0**-8 * np.abs(approx)
+        assert (bound <= old * (1 + 1e-9)).all()
+    assert worst > 0.05, worst  # the bound is not vacuous: real errors come near it
 
 
 def test_prefilter_errors_name_the_parameter():
@@ -158,16 +204,31 @@ def test_prefilter_errors_name_the_parameter():
         assert a.ids.shape == (2, 2)
 
 
-def test_auto_is_a_property_of_the_machine(tmp_path):
+def test_auto_is_a_property_of_the_machine(tmp_path, monkeypatch):
     """auto = bfloat16 exactly when the CPU multiplies bfloat16 natively (never a timing);
-    a memory-mapped corpus stays on the float32 path (rescoring would read it at random)."""
+    a memory-mapped corpus larger than a quarter of the physical memory stays on the float32
+    path (rescoring would read it at random from the disk), a smaller one does not."""
+    import simans_fast.candidates as C
+
     rng = np.random.default_rng(2)
     q, c = _clustered(rng, 500, 9, 16)
     auto = sf.topk(q, c, 10, prefilter="auto")
-    want = sf.topk(q, c, 10, prefilter="bfloat16" if B.native_bf16() else None)
+    native = "bfloat16" if B.native_bf16() else None
+    want = sf.topk(q, c, 10, prefilter=native)
     np.testing.assert_array_equal(auto.scores, want.scores)
     np.testing.assert_array_equal(auto.ids, want.ids)
     np.save(tmp_path / "c.npy", c)
-    mapped = sf.topk(q, np.load(tmp_path / "c.npy", mmap_mode="r"), 10, prefilter="auto")
+    mapped = np.load(tmp_path / "c.npy", mmap_mode="r")
+    assert C.physical_memory() > 4 * c.nbytes
+    small = sf.topk(q, mapped, 10, prefilter="auto")
+    np.testing.assert_array_equal(small.scores, want.scores)
+    assert C.resolve_prefilter("auto", "ip", "numba", mapped) == native
     fp32 = sf.topk(q, c, 10)
-    np.testing.assert_array_equal(mapped.scores, fp32.scores)
+    monkeypatch.setattr(C, "physical_memory", lambda: 4 * c.nbytes - 4)
+    assert C.resolve_prefilter("auto", "ip", "numba", mapped) is None
+    assert C.resolve_prefilter("auto", "ip", "numba", c) == native  # in memory: no limit
+    big = sf.topk(q, mapped, 10, prefilter="auto")
+    np.testing.assert_array_equal(big.scores, fp32.scores)
+    # an explicit bfloat16 is what it says, memory map or not
+    np.testing.assert_array_equal(sf.topk(q, mapped, 10, prefilter="bfloat16").scores,
+                                  sf.topk(q, c, 10, prefilter="bfloat16").scores)

@@ -28,6 +28,7 @@ GOOD = {
     "metric": [(c, c) for c in _config.METRICS],
     "backend": [(c, c) for c in _config.BACKENDS],
     "embedding_dtype": [(c, c) for c in _config.EMBEDDING_DTYPES],
+    "prefilter": [(None, None)] + [(c, c) for c in _config.PREFILTERS],
     "epoch": [(0, 0), (np.int64(5), 5), (np.uint64(U64), U64), (U64, U64)],
     "seed": [(0, 0), (np.uint64(2**63 + 5), 2**63 + 5), (U64, U64)],
     "query_block": [(None, None), (1, 1), (np.int64(4096), 4096)],
@@ -49,6 +50,7 @@ BAD = {
     "strategy": [("hard", ParameterError)],
     "metric": [("dot", ParameterError)],
     "backend": [("gpu", ParameterError)],
+    "prefilter": [("bf16", ParameterError), ("None", ParameterError), (True, ParameterError)],
     "embedding_dtype": [("bfloat16", ParameterError), ("float64", ParameterError),
                         (None, ParameterError)],
     "epoch": [(-1, ParameterError), (U64 + 1, ParameterError), (1.0, ParameterTypeError),
@@ -62,7 +64,8 @@ BAD = {
 
 def test_the_table_covers_the_public_parameters():
     assert set(CONSTRAINTS) == {"n", "k", "a", "b", "kernel", "fallback", "positive_choice",
-                                "strategy", "metric", "backend", "embedding_dtype", "epoch",
+                                "strategy", "metric", "backend", "prefilter", "embedding_dtype",
+                                "epoch",
                                 "seed", "query_block", "n_threads"}
     assert set(GOOD) == set(CONSTRAINTS) == set(BAD)
 

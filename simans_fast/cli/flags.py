@@ -22,7 +22,7 @@ FLAGS = {
     "strategy": "--strategy", "skip": "--skip", "window": "--window",
     "max_score": "--max-score", "margin": "--margin", "perc": "--perc",
     # mining (sf.mine_candidates, pipeline.MiningJob)
-    "k": "--k", "metric": "--metric", "backend": "--backend",
+    "k": "--k", "metric": "--metric", "backend": "--backend", "prefilter": "--prefilter",
     "query_block": "--query-block", "chunk_size": "--query-block",
     "n_threads": "--threads", "threads": "--threads",
     "out": "--out", "resume": "--resume", "overwrite": "--overwrite",
@@ -51,7 +51,7 @@ HN_MINE_FLAGS = {
     "range_for_sampling": "--range_for_sampling", "negative_number": "--negative_number",
     "score_scale": "--score_scale", "search_device": "--devices", "device": "--devices",
     "cache_folder": "--cache_folder", "batch_size": "--batch_size",
-    "pooling_method": "--pooling_method",
+    "pooling_method": "--pooling_method", "prefilter": "--prefilter",
 }
 
 # ---------------------------------------------------------------------------- choices
@@ -61,6 +61,7 @@ POSITIVE_CHOICES = _config.POSITIVE_CHOICES
 STRATEGIES = _config.STRATEGIES
 METRICS = _config.METRICS
 BACKENDS = _config.BACKENDS
+PREFILTERS = _config.PREFILTERS
 #: stored embedding dtypes of simans_fast.encode
 EMBEDDING_DTYPES = _config.EMBEDDING_DTYPES
 

@@ -138,6 +138,10 @@ def add_hn_mine_arguments(parser):
     add("negative_number", type=int, default=15, help="negatives per record")
     add_bool("use_gpu_for_searching", False, "exact top-k with PyTorch on CUDA")
     add("search_batch_size", type=int, default=64, help="queries per top-k block")
+    add("prefilter", default="none", choices=_config.PREFILTERS,
+        help="first pass of the CPU top-k (simans_fast's; not FlagEmbedding's): bfloat16 "
+        "screens in bfloat16 and rescores exactly (faster on CPUs with AVX512-BF16 or AMX); "
+        "auto: bfloat16 on such CPUs")
 
     add("embedder_name_or_path", "--model_name_or_path", dest="embedder_name_or_path",
         required=True, help="sentence-transformers model name or directory")
@@ -213,4 +217,5 @@ def hn_mine_kwargs(args) -> dict:
         pooling_method=args.pooling_method, query_max_length=args.embedder_query_max_length,
         passage_max_length=args.embedder_passage_max_length,
         trust_remote_code=args.trust_remote_code, cache_dir=args.cache_dir,
-        cache_folder=args.cache_folder, output_scores=args.output_scores)
+        cache_folder=args.cache_folder, output_scores=args.output_scores,
+        prefilter=args.prefilter)

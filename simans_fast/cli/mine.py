@@ -44,6 +44,11 @@ def add_arguments(p, common) -> None:
                    help="similarity (default ip)")
     p.add_argument("--backend", choices=_flags.BACKENDS, default="auto",
                    help="top-k backend (default auto)")
+    p.add_argument("--prefilter", choices=_flags.PREFILTERS, default="none",
+                   help="first pass of the exact top-k: bfloat16 screens the corpus in "
+                        "bfloat16, proves per query that nothing else reaches the top k and "
+                        "rescores the rest exactly (faster on CPUs with AVX512-BF16 or AMX); "
+                        "auto: bfloat16 on such CPUs; recorded in the run (default none)")
     p.add_argument("--format", choices=_flags.negatives_formats(), default=None,
                    help="format of the epoch-0 negatives file (default tevatron, which needs "
                         "texts or --ids-only)")
@@ -316,11 +321,18 @@ def _job_identity(args, queries, corpus, qids, dids, qrels_info, extra=None):
     ``--resume`` continues only a run with the same one."""
     from ..pipeline import job_identity
 
+    prefilter = None
+    if corpus is not None and args.run is None:  # the first pass as resolved for this corpus
+        from ..candidates import resolve_prefilter
+
+        with reading("--prefilter"):
+            prefilter = resolve_prefilter(args.prefilter, args.metric, args.backend, corpus)
     return job_identity(queries=queries, corpus=corpus, query_ids=qids, doc_ids=dids,
                         qrels=args.qrels, qrels_info=qrels_info,
                         skip_missing_qrels=args.skip_missing_qrels, k=args.k,
                         metric=args.metric, backend=args.backend, query_block=args.query_block,
-                        parameters=_sampling.sampling_params(args), extra=extra)
+                        parameters=_sampling.sampling_params(args), extra=extra,
+                        prefilter=prefilter)
 
 
 # --------------------------------------------------------------------------------- command
@@ -350,6 +362,14 @@ def run(args, callback=None) -> int:
     out = args.out
     check_out_dir(out, "--out")
     _check_inputs_not_outputs(args, out)
+    if args.prefilter != "none":  # fails before anything is read or written
+        if args.run is not None:
+            raise CLIError(f"--prefilter {args.prefilter}: the first pass of the exact top-k; "
+                           "--run gives the candidates, so there is no top-k: drop --prefilter")
+        from ..candidates import resolve_prefilter
+
+        with reading("--prefilter"):
+            resolve_prefilter(args.prefilter, args.metric, args.backend)
     if args.backend == "faiss" and args.run is None:
         try:
             import faiss  # noqa: F401

@@ -730,6 +730,34 @@ def sq_norms(x, out):
 
 
 @pjit
+def bf16_norms(x, x_u16, rounded2, error2, sq2):
+    """Squared norms, summed in float64, of the bfloat16 rows ``x~`` (``x_u16``: their bits),
+    of the rounding errors ``x - x~`` and of the float32 rows ``x`` themselves:
+    ``rounded2[i]``, ``error2[i]``, ``sq2[i]`` (float64). ``x - x~`` is exact in float32 (it is
+    the low half of ``x``'s significand), so only the float64 sums round."""
+    n, d = x.shape
+    sh = np.uint32(16)
+    for i in prange(n):
+        bits = np.empty(d, np.uint32)
+        for j in range(d):
+            bits[j] = np.uint32(x_u16[i, j]) << sh
+        r32 = bits.view(np.float32)
+        a = 0.0
+        e = 0.0
+        f = 0.0
+        for j in range(d):
+            r = np.float64(r32[j])
+            w = np.float64(x[i, j])
+            v = w - r
+            a += r * r
+            e += v * v
+            f += w * w
+        rounded2[i] = a
+        error2[i] = e
+        sq2[i] = f
+
+
+@pjit
 def select_bf16_block(scores_u16, col0, keys, state, thr, k, excl_indptr, excl_ids, row0, n_tot,
                       z, fbuf):
     """:func:`select_block` for a block of bfloat16 scores (``scores_u16``: ``(nb, nc)`` uint16,

@@ -1,0 +1,86 @@
+"""PEP 517 build backend of simans_fast: setuptools' own, plus the package's Numba kernels
+compiled into the source tree's cache when an editable install is built.
+
+``pip install -e .`` builds the editable wheel here, then the kernels are compiled once by
+``python -m simans_fast._warmup`` (every group, float32 and float64, parallel and serial
+drivers) into ``simans_fast/__pycache__`` and ``simans_fast/kernels/__pycache__``, the cache the
+editable install reads (:mod:`simans_fast._numba`). The first call in a new process then loads
+the kernels instead of compiling them. Numba uses an entry only for the same source contents
+(sha256), numba version, Python version, CPU and signature: an install whose numba differs from
+the one the build environment got, or a tree copied to another CPU, compiles on first use as
+without this step (never an error). The compilation takes a few minutes on 2 cores.
+
+* ``SIMANS_FAST_BUILD_WARMUP=0`` skips it (and the build environment then needs no numba);
+* a failure of the compilation is reported and does not fail the install;
+* non-editable wheels (``pip install .``, ``python -m build``) are built by setuptools
+  unchanged: their cache would be compiled for the machine that built them; after such an
+  install run ``simans-fast warmup`` once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from setuptools import build_meta as _setuptools
+from setuptools.build_meta import *  # noqa: F401,F403  (every other hook unchanged)
+
+#: what the kernels' compilation imports (the package's own core dependencies)
+WARMUP_REQUIRES = ["numpy>=1.24", "numba>=0.58", "scipy>=1.10"]
+#: the longest the compilation may take before it is given up (the install goes on)
+WARMUP_TIMEOUT_S = 1800
+ENV = "SIMANS_FAST_BUILD_WARMUP"
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def warmup_enabled(environ=None) -> bool:
+    value = (os.environ if environ is None else environ).get(ENV, "1").strip().lower()
+    return value not in {"0", "false", "no", "off"}
+
+
+def get_requires_for_build_editable(config_settings=None):
+    reqs = list(_setuptools.get_requires_for_build_editable(config_settings))
+    return reqs + WARMUP_REQUIRES if warmup_enabled() else reqs
+
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    name = _setuptools.build_editable(wheel_directory, config_settings, metadata_directory)
+    if warmup_enabled():
+        compile_kernels()
+    return name
+
+
+def warmup_command(root=_ROOT, python=None):
+    """The command and environment of the compilation: the build environment's packages (this
+    process' ``sys.path``) with the source tree first; no user cache directory, so the cache
+    lands in the tree."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in sys.path if p])
+    env.pop("NUMBA_CACHE_DIR", None)
+    env.pop("SIMANS_FAST_NUMBA_CACHE", None)
+    env.setdefault("NUMBA_NUM_THREADS", str(os.cpu_count() or 1))
+    return [python or sys.executable, "-m", "simans_fast._warmup"], env
+
+
+def compile_kernels(root=_ROOT, python=None, run=subprocess.run, log=None) -> bool:
+    """Compile the kernels into ``root``'s cache; True when it worked. Never raises."""
+    log = log or (lambda m: print(f"simans_fast build: {m}", file=sys.stderr, flush=True))
+    cmd, env = warmup_command(root, python)
+    log(f"compiling the Numba kernels into {os.path.join(root, 'simans_fast')}/__pycache__ "
+        f"(a few minutes on 2 cores; {ENV}=0 skips this)...")
+    t0 = time.perf_counter()
+    try:
+        r = run(cmd, cwd=root, env=env, timeout=WARMUP_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as e:
+        log(f"the kernels were not compiled ({e}); they compile on first use, or run "
+            "'simans-fast warmup'")
+        return False
+    if r.returncode != 0:
+        log(f"the kernels were not compiled (exit status {r.returncode}); they compile on "
+            "first use, or run 'simans-fast warmup'")
+        return False
+    log(f"kernels compiled in {time.perf_counter() - t0:.0f} s")
+    return True
