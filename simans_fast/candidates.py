@@ -323,6 +323,7 @@ def resolve_prefilter(prefilter, metric="ip", backend="numba", corpus=None, inde
     """
     from .candidates_bf16 import check_prefilter
 
+    backend = validate("backend", backend)
     first = check_prefilter(prefilter, metric)
     if backend == "auto":
         backend = "faiss" if index is not None else "numba"

@@ -234,8 +234,8 @@ def topk_bf16(queries, corpus, k, metric, excl, progress=False, query_block=None
             if check:
                 check_finite(Q, "queries", qs, badbuf)
             Qt = _to_bf16(torch, Q, q_buf)
-            q_norm = np.sqrt(np.einsum("ij,ij->i", Q, Q, dtype=np.float64))
             K.bf16_norms(Q, _bits(Qt), q_rounded2[:nb], q_error2[:nb], q_sq2[:nb])
+            q_norm = np.sqrt(q_sq2[:nb])
             q_t = _up(np.sqrt(q_rounded2[:nb]))
             q_e = _up(np.sqrt(q_error2[:nb]))
             st, th, kq = state[:nb], thr[:nb], keys[:nb]

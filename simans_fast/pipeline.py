@@ -190,7 +190,8 @@ def mine_candidates(
     prefilter : {None, "none", "auto", "bfloat16"}, default=None
         First pass of the exact top-k (:func:`simans_fast.topk`): ``"bfloat16"`` screens the
         corpus in bfloat16, proves per query that no other document reaches the top k and
-        rescores the survivors exactly (1.7-2.5x faster on CPUs with AVX512-BF16 or AMX);
+        rescores the survivors exactly (its top-k 1.4-2.5x faster on the CPUs with AVX512-BF16
+        or AMX measured in docs/topk.md);
         the candidate scores are then :func:`simans_fast.rescore`'s, the same arithmetic as the
         positive scores. ``"auto"`` is resolved once for the whole run
         (:func:`simans_fast.candidates.resolve_prefilter`).

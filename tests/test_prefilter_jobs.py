@@ -86,6 +86,9 @@ def test_resolve_prefilter_rules(data):
         with pytest.raises(ParameterError, match=msg) as e:
             C.resolve_prefilter("bfloat16", **kw)
         assert e.value.parameter == "prefilter"
+    with pytest.raises(ParameterError, match="backend") as e:  # the backend's own rule first
+        C.resolve_prefilter("bfloat16", backend="gpu")
+    assert e.value.parameter == "backend"
     with pytest.raises(ParameterError, match="prefilter must be None, 'none', 'auto' or") as e:
         sf.mine_candidates(queries, corpus, qrels, k=K, prefilter="fp8")
     assert e.value.parameter == "prefilter"
