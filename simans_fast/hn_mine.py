@@ -510,10 +510,13 @@ def hn_mine(input_file, output_file, model, *, candidate_pool=None,
 
     from .candidates import resolve_prefilter
 
-    prefilter = resolve_prefilter(prefilter, "ip", "numba")  # the corpus is held in memory
-    if prefilter is not None and use_gpu_for_searching:
-        raise ValueError("prefilter is the first pass of the CPU top-k: drop it with "
-                         "use_gpu_for_searching=True (--use_gpu_for_searching)")
+    first = resolve_prefilter(prefilter, "ip", "numba")  # the corpus is held in memory
+    if use_gpu_for_searching:  # "auto" means none there; an explicit bfloat16 is refused
+        if first is not None and prefilter != "auto":
+            raise ValueError("prefilter is the first pass of the CPU top-k: drop it with "
+                             "use_gpu_for_searching=True (--use_gpu_for_searching)")
+        first = None
+    prefilter = first
     if search_device is not None and not use_gpu_for_searching:
         raise ValueError("search_device is only used with use_gpu_for_searching=True")
     if use_gpu_for_searching:

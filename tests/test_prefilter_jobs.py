@@ -181,4 +181,10 @@ def test_hn_mine_prefilter_checks_come_first(tmp_path):
     with pytest.raises(ValueError, match="prefilter is the first pass of the CPU top-k"):
         hn_mine(missing, tmp_path / "o.jsonl", "no-model", prefilter="bfloat16",
                 use_gpu_for_searching=True)
+    # auto with the GPU search is simply none: what fails next is the GPU check (no CUDA)
+    # or the missing input file, never the prefilter
+    with pytest.raises(ValueError) as e:
+        hn_mine(missing, tmp_path / "o.jsonl", "no-model", prefilter="auto",
+                use_gpu_for_searching=True)
+    assert "prefilter" not in str(e.value) and ("CUDA" in str(e.value) or "absent" in str(e.value))
 
