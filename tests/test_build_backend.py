@@ -79,6 +79,50 @@ def test_a_failed_compilation_does_not_fail_the_install(tmp_path):
     assert "NUMBA_CACHE_DIR" not in env and "SIMANS_FAST_NUMBA_CACHE" not in env
 
 
+def test_two_cores_compile_the_groups_in_two_processes_at_once(tmp_path):
+    """With two or more cores, the compiling processes split the warm-up groups between them
+    (every group exactly once) and run at the same time; one failing fails the whole."""
+    import threading
+
+    from simans_fast import _warmup
+
+    b = _backend()
+    (one,) = b.warmup_commands(str(tmp_path), "py", cores=1)
+    assert one[0] == ["py", "-m", "simans_fast._warmup"]
+    cmds = b.warmup_commands(str(tmp_path), "py", cores=2)
+    assert len(cmds) == 2
+    groups = [[c[i + 1] for i, a in enumerate(c) if a == "--group"] for c, _ in cmds]
+    assert sorted(g for part in groups for g in part) == sorted(_warmup.GROUPS)
+    assert all(c[:3] == ["py", "-m", "simans_fast._warmup"] for c, _ in cmds)
+    assert all(env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path) for _, env in cmds)
+    # both run at once: each waits until the other has started
+    barrier = threading.Barrier(2, timeout=30)
+    seen = []
+
+    class Ok:
+        returncode = 0
+
+    def together(cmd, **kw):
+        seen.append(cmd)
+        barrier.wait()
+        return Ok()
+
+    logs = []
+    assert b.compile_kernels(str(tmp_path), "py", run=together, log=logs.append, cores=2)
+    assert sorted(map(tuple, seen)) == sorted(tuple(c) for c, _ in cmds)
+    assert "2 process(es)" in logs[0] and "kernels compiled" in logs[-1]
+
+    class Bad:
+        returncode = 5
+
+    def second_fails(cmd, **kw):
+        return Bad() if "sampling" not in cmd else Ok()
+
+    assert not b.compile_kernels(str(tmp_path), "py", run=second_fails, log=logs.append,
+                                 cores=2)
+    assert "exit status 5" in logs[-1]
+
+
 def test_the_compiled_cache_lands_in_the_tree_and_a_new_process_loads_it(tmp_path, monkeypatch):
     """The real compilation (one group, so the test stays short) in a copy of the source
     tree: index and data files appear in the copy's __pycache__, and a new process that
@@ -94,7 +138,8 @@ def test_the_compiled_cache_lands_in_the_tree_and_a_new_process_loads_it(tmp_pat
         return subprocess.run(cmd + ["--group", "rng", "--dtype", "float32"], **kw,
                               capture_output=True, text=True)
 
-    assert b.compile_kernels(str(root), python=sys.executable, run=one_group, log=logs.append)
+    assert b.compile_kernels(str(root), python=sys.executable, run=one_group, log=logs.append,
+                             cores=1)
     assert "kernels compiled" in logs[-1]
     cache = root / "simans_fast" / "kernels" / "__pycache__"
     names = os.listdir(cache)
