@@ -24,11 +24,6 @@ DEFAULT_QUERY_BLOCK = 4096
 #: at a time); results never depend on it
 CHUNK = 1024
 
-#: a draw for at most 1/SCATTERED_SHARE of a sampler's queries (a training batch) fetches only
-#: the table and id lines its draws touch, not whole rows (``kernels.sampling._rows_chunk``);
-#: the numbers are the same either way
-SCATTERED_SHARE = 16
-
 
 def _ascii_word(text: str) -> int:
     """The ASCII bytes of ``text`` read as a big-endian integer (the domains' mnemonic)."""

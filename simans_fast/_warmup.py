@@ -142,9 +142,6 @@ def _sampling_group(dtypes, parallel):
                 smp.sample_columns(epoch=1)
                 smp.positive_index(epoch=1)
                 smp.sample(rows=np.arange(5), epoch=1, parallel=not par)
-                # a training batch (at most 1/SCATTERED_SHARE of the queries): its own kernels
-                smp.sample(rows=np.arange(1), epoch=1)
-                smp.sample(rows=np.arange(1), epoch=1, parallel=not par)
             # a saved sampler is memory-mapped read-only on load: its own kernel signatures
             import tempfile
 
@@ -154,7 +151,6 @@ def _sampling_group(dtypes, parallel):
                 loaded = SimANSSampler.load(path, parallel=par)
                 loaded.sample(epoch=1)
                 loaded.sample_columns(rows=np.arange(5), epoch=1)
-                loaded.sample(rows=np.arange(1), epoch=1)
 
 
 def _strategies_group(dtypes, parallel):

@@ -236,10 +236,7 @@ class SimANSSampler:
         if rows.dtype is not _INT64 or not rows.flags.c_contiguous:
             rows = np.ascontiguousarray(rows, np.int64)
         t = self.tables
-        if rows.shape[0] * _config.SCATTERED_SHARE <= self.n_queries:  # a training batch
-            fn = _k.sample_rows_par if par else _k.sample_rows_ser
-        else:
-            fn = _k.sample_batch_par if par else _k.sample_batch_ser
+        fn = _k.sample_batch_par if par else _k.sample_batch_ser
         fn(t.packed, t.n_valid, t.peak, t.logw, self._indptr, self._keys, rows, self._seed_u,
            epoch_u, n, bool(replace), mr, self._fb_rows.shape[0] > 0,
            self._fb_index, self._fb_cols, self.candidate_ids, want_ids, out, self._pair_col,

@@ -80,51 +80,6 @@ def test_one_pass_equals_building_blocks(m, choice, fallback, parallel):
     np.testing.assert_array_equal(full[rows], smp.sample(rows=rows, epoch=1))
 
 
-@pytest.mark.parametrize("m, choice", [(1, "random"), (3, "random"), (3, "highest")])
-@pytest.mark.parametrize("fallback", ["lowest", "uniform"])
-@pytest.mark.parametrize("parallel", [True, False])
-def test_training_batches_equal_building_blocks(m, choice, fallback, parallel):
-    """A batch of at most 1/SCATTERED_SHARE of the queries (a training step) goes through the
-    line-by-line pipeline ``kernels.sampling._rows_chunk``: the same numbers as the building
-    blocks and as the whole-row kernel, for any batch size, order and repeats."""
-    from simans_fast import _config
-
-    ids, s, pos = _data(5, 400, 40, m=m)
-    smp = sf.SimANSSampler(ids, s, pos, n=7, a=2.0, seed=2**63 + 11, fallback=fallback,
-                           positive_choice=choice, row_keys=np.arange(400) * 5 + 2**41,
-                           parallel=parallel)
-    rng = np.random.default_rng(4)
-    limit = 400 // _config.SCATTERED_SHARE
-    for size in (1, 2, 5, limit):  # shorter than, equal to and longer than the pipeline
-        rows = rng.integers(0, 400, size)
-        for epoch in (0, 7):
-            for replace in (False, True):
-                cols, want = _reference(smp, rows, epoch, replace)
-                np.testing.assert_array_equal(
-                    smp.sample_columns(rows=rows, epoch=epoch, replace=replace), cols)
-                np.testing.assert_array_equal(
-                    smp.sample(rows=rows, epoch=epoch, replace=replace), want)
-    # the kernel pair directly, with the positive index, across chunk sizes
-    rows = rng.integers(0, 400, 3 * limit)
-    t = smp.tables
-    out = {}
-    for fn in (K.sample_batch_ser, K.sample_batch_par, K.sample_rows_ser, K.sample_rows_par):
-        for chunk in (1, 3, 64):
-            for want_ids in (True, False):
-                o = np.empty((rows.size, smp.n), np.int64)
-                pidx = np.empty(rows.size, np.int64)
-                fn(t.packed, t.n_valid, t.peak, t.logw, smp._indptr, smp._keys, rows,
-                   smp._seed_u, np.uint64(3), smp.n, False, core.default_max_reject(smp.n),
-                   smp._fb_rows.shape[0] > 0, smp._fb_index, smp._fb_cols, smp.candidate_ids,
-                   want_ids, o, smp._pair_col, smp._pair_fallback, pidx, chunk)
-                got = (o, pidx)
-                ref = out.setdefault(want_ids, got)
-                np.testing.assert_array_equal(got[0], ref[0])
-                np.testing.assert_array_equal(got[1], ref[1])
-    np.testing.assert_array_equal(out[True][0], smp.sample(rows=rows, epoch=3))
-    np.testing.assert_array_equal(out[True][1], smp.positive_index(rows=rows, epoch=3))
-
-
 def test_replace_draws_follow_the_alias_table_definition():
     """With replacement a draw is ``c = floor(u k)``, kept if ``u k - c < prob[c]``, else
     ``alias[c]``: written out in pure Python from the reference generator."""
