@@ -32,6 +32,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from .._numba import FASTMATH, jit, pjit
+from .borrowed import borrow, row
 from .rng import draw_uniform, stream_state
 
 
@@ -560,22 +561,24 @@ def lowest_row(lw, k, n, cols):
 # chunk workers (serial) and their parallel / serial drivers
 #
 # The per-row steps (``logw_row``, ``build_row``, ``build_cdf``, ``draw_row``) are
-# ``inline="always"``: called as functions, every call passes each array with its reference
-# counting (draw_row alone took 0.25 s of a 0.69 s single shot, 1M rows x 200, 2 threads).
-# The single shot's chunk worker ``_fused_chunk`` is also inlined, so ``fused_par``'s
-# ``prange`` body holds the whole row loop: called as a function it ran 1.7x slower per row
-# (0.33 s against 0.19 s for 300,000 rows x 200 on one thread; issue 11). The other chunk
-# workers stay called functions shared by their parallel and serial drivers: their passes are
-# bound by memory (a re-draw) or run once (a table build), and each inlined copy costs seconds
-# of compilation on first use. ``exact_finish`` stays a called function for the same reason
-# (large, rare at moderate ``a``).
+# ``inline="always"``, and every row loop runs in a ``*_rows`` function whose arrays are
+# borrowed (``kernels.borrowed``): a chunk worker allocates the scratch buffers and calls it.
+# Without that, each array handed to a row step costs two atomic reference-count updates per
+# row (13-14 % of a re-draw on one thread; as called functions draw_row alone took 0.25 s of a
+# 0.69 s single shot, 1M rows x 200, 2 threads). With borrowed arrays the single shot's
+# worker no longer needs to be inlined into its drivers either (it was, for a 1.7x gain that
+# was this same counting): single shot 0.40-0.42 s against 0.58 s, re-draw 0.17-0.21 s against
+# 0.20-0.24 s, bit-identical (issue 11). ``exact_finish`` stays a called function (large, rare
+# at moderate ``a``).
 # ----------------------------------------------------------------------------------------------
 @jit
 def _logw_chunk(scores, pos, a, b, kernel, ids, has_ids, missing, out, nvalid, start, stop):
+    scores, pos, ids, out, nvalid = borrow(scores), borrow(pos), borrow(ids), borrow(out), \
+        borrow(nvalid)
     for r in range(start, stop):
-        idrow = ids[r] if has_ids else ids[0]
-        nvalid[r] = logw_row(scores[r], np.float64(pos[r]), a, b, kernel, idrow, has_ids,
-                             missing, out[r])
+        idrow = row(ids, r) if has_ids else row(ids, 0)
+        nvalid[r] = logw_row(row(scores, r), np.float64(pos[r]), a, b, kernel, idrow, has_ids,
+                             missing, row(out, r))
 
 
 @pjit
@@ -595,24 +598,29 @@ def logw_ser(scores, pos, a, b, kernel, ids, has_ids, missing, out, nvalid, chun
 
 
 @jit
-def _build_chunk(logw, packed, nvalid, peak, start, stop):
+def _build_rows(logw, packed, nvalid, peak, start, stop, q, wbuf, ibuf, light, heavy, ql, qh):
+    logw, packed, nvalid, peak = borrow(logw), borrow(packed), borrow(nvalid), borrow(peak)
+    q, wbuf, ibuf, light = borrow(q), borrow(wbuf), borrow(ibuf), borrow(light)
+    heavy, ql, qh = borrow(heavy), borrow(ql), borrow(qh)
     k = logw.shape[1]
-    q = np.empty(k, np.float64)
-    wbuf = np.empty(k, np.float32)
-    ibuf = np.empty(k, np.int32)
-    light = np.empty(k + 1, np.int64)
-    heavy = np.empty(k + 1, np.int64)
-    ql = np.empty(k + 1, np.float64)
-    qh = np.empty(k + 1, np.float64)
     for r in range(start, stop):
-        lw = logw[r]
+        lw = row(logw, r)
         nv = 0
         for i in range(k):
             if lw[i] > _NEG_INF32:
                 nv += 1
         nvalid[r] = nv
-        total = build_row(lw, k, packed[r], q, wbuf, ibuf, light, heavy, ql, qh)
+        total = build_row(lw, k, row(packed, r), q, wbuf, ibuf, light, heavy, ql, qh)
         peak[r] = np.float32(1.0 / total) if total > 0.0 else _F0  # the max weight is 1
+
+
+@jit
+def _build_chunk(logw, packed, nvalid, peak, start, stop):
+    k = logw.shape[1]
+    _build_rows(logw, packed, nvalid, peak, start, stop, np.empty(k, np.float64),
+                np.empty(k, np.float32), np.empty(k, np.int32), np.empty(k + 1, np.int64),
+                np.empty(k + 1, np.int64), np.empty(k + 1, np.float64),
+                np.empty(k + 1, np.float64))
 
 
 @pjit
@@ -639,21 +647,30 @@ def _weights_tables_chunk(scores, qrow, pos, a, b, kernel, ids, missing, logw, p
     :func:`_logw_chunk` then :func:`_build_chunk`; a row ``logw_row`` rejects gets
     ``nvalid[r] = BAD_ROW`` and no table (the caller raises)."""
     k = logw.shape[1]
-    q = np.empty(k, np.float64)
-    wbuf = np.empty(k, np.float32)
-    ibuf = np.empty(k, np.int32)
-    light = np.empty(k + 1, np.int64)
-    heavy = np.empty(k + 1, np.int64)
-    ql = np.empty(k + 1, np.float64)
-    qh = np.empty(k + 1, np.float64)
+    _weights_tables_rows(scores, qrow, pos, a, b, kernel, ids, missing, logw, packed, nvalid,
+                         peak, start, stop, np.empty(k, np.float64), np.empty(k, np.float32),
+                         np.empty(k, np.int32), np.empty(k + 1, np.int64),
+                         np.empty(k + 1, np.int64), np.empty(k + 1, np.float64),
+                         np.empty(k + 1, np.float64))
+
+
+@jit
+def _weights_tables_rows(scores, qrow, pos, a, b, kernel, ids, missing, logw, packed, nvalid,
+                         peak, start, stop, q, wbuf, ibuf, light, heavy, ql, qh):
+    scores, qrow, pos, ids = borrow(scores), borrow(qrow), borrow(pos), borrow(ids)
+    logw, packed, nvalid, peak = borrow(logw), borrow(packed), borrow(nvalid), borrow(peak)
+    q, wbuf, ibuf, light = borrow(q), borrow(wbuf), borrow(ibuf), borrow(light)
+    heavy, ql, qh = borrow(heavy), borrow(ql), borrow(qh)
+    k = logw.shape[1]
     for r in range(start, stop):
         s = qrow[r]
-        lw = logw[r]
-        nv = logw_row(scores[s], np.float64(pos[r]), a, b, kernel, ids[s], True, missing, lw)
+        lw = row(logw, r)
+        nv = logw_row(row(scores, s), np.float64(pos[r]), a, b, kernel, row(ids, s), True,
+                      missing, lw)
         nvalid[r] = nv
         if nv == BAD_ROW:
             continue
-        total = build_row(lw, k, packed[r], q, wbuf, ibuf, light, heavy, ql, qh)
+        total = build_row(lw, k, row(packed, r), q, wbuf, ibuf, light, heavy, ql, qh)
         peak[r] = np.float32(1.0 / total) if total > 0.0 else _F0  # the max weight is 1
 
 
@@ -681,17 +698,25 @@ def _sample_chunk(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, repla
                   start, stop):
     k = packed.shape[1]
     kb = k + CDF_BLOCK
-    mark = np.full(k, -1, np.int64)
-    cib = np.empty(kb, np.float64)
-    bcum = np.empty(kb // CDF_BLOCK + 1, np.float64)
-    wbuf = np.empty(kb, np.float32)
-    ibuf = np.empty(kb, np.int32)
-    cand = np.empty(n, np.int64)
+    _sample_rows(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace, max_reject,
+                 out, start, stop, np.full(k, -1, np.int64), np.empty(kb, np.float64),
+                 np.empty(kb // CDF_BLOCK + 1, np.float64), np.empty(kb, np.float32),
+                 np.empty(kb, np.int32), np.empty(n, np.int64))
+
+
+@jit
+def _sample_rows(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace, max_reject,
+                 out, start, stop, mark, cib, bcum, wbuf, ibuf, cand):
+    packed, nvalid, peak, logw = borrow(packed), borrow(nvalid), borrow(peak), borrow(logw)
+    trows, keys, out, mark = borrow(trows), borrow(keys), borrow(out), borrow(mark)
+    cib, bcum, wbuf, ibuf, cand = borrow(cib), borrow(bcum), borrow(wbuf), borrow(ibuf), \
+        borrow(cand)
+    k = packed.shape[1]
     for r in range(start, stop):
         t = trows[r]
         st = stream_state(seed, epoch, np.uint64(keys[r]))
-        draw_row(False, packed[t], cib, bcum, 0, 0, nvalid[t], peak[t], logw[t], k, n, replace,
-                 max_reject, st, mark, np.int64(r), wbuf, ibuf, cand, out[r])
+        draw_row(False, row(packed, t), cib, bcum, 0, 0, nvalid[t], peak[t], row(logw, t), k, n,
+                 replace, max_reject, st, mark, np.int64(r), wbuf, ibuf, cand, row(out, r))
 
 
 @pjit
@@ -758,9 +783,9 @@ def _prefetch_row(packed, cand_ids, want_ids, indptr, keys, q, pos_seed, epoch, 
 
 
 @jit
-def _queries_chunk(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n, replace,
-                   max_reject, has_fb, fb_index, fb_cols, cand_ids, want_ids, out, pair_col,
-                   pair_fb, pidx, start, stop):
+def _queries_rows(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n, replace,
+                  max_reject, has_fb, fb_index, fb_cols, cand_ids, want_ids, out, pair_col,
+                  pair_fb, pidx, start, stop, mark, cib, bcum, wbuf, ibuf, cand, cols):
     """Everything ``SimANSSampler.sample`` does for query rows ``rows[start:stop]`` in one pass:
     the choice of the table row (query, positive) from the positive-choice stream, the fallback
     columns, the draws, and (``want_ids``) the map from columns to document ids.
@@ -773,15 +798,15 @@ def _queries_chunk(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, 
     of the table row, -1 where ``pair_fb`` marks it unknown), as ``positive_index`` returns.
     """
     want_pidx = pidx.shape[0] > 0
+    # every array the row loop hands to the inlined row steps is borrowed (no reference
+    # count): otherwise each row pays two atomic operations per array (see :func:`row`)
+    packed, nvalid, peak, logw = borrow(packed), borrow(nvalid), borrow(peak), borrow(logw)
+    indptr, keys, rows, out = borrow(indptr), borrow(keys), borrow(rows), borrow(out)
+    fb_index, fb_cols, cand_ids = borrow(fb_index), borrow(fb_cols), borrow(cand_ids)
+    pair_col, pair_fb, pidx = borrow(pair_col), borrow(pair_fb), borrow(pidx)
+    mark, cib, bcum, wbuf = borrow(mark), borrow(cib), borrow(bcum), borrow(wbuf)
+    ibuf, cand, cols = borrow(ibuf), borrow(cand), borrow(cols)
     k = packed.shape[1]
-    kb = k + CDF_BLOCK
-    mark = np.full(k, -1, np.int64)
-    cib = np.empty(kb, np.float64)
-    bcum = np.empty(kb // CDF_BLOCK + 1, np.float64)
-    wbuf = np.empty(kb, np.float32)
-    ibuf = np.empty(kb, np.int32)
-    cand = np.empty(n, np.int64)
-    cols = np.empty(n, np.int64)
     pos_seed = seed ^ np.uint64(POS_DOMAIN)
     for r in range(start, min(start + _PREFETCH_ROWS, stop)):
         _prefetch_row(packed, cand_ids, want_ids, indptr, keys, rows[r], pos_seed, epoch, k)
@@ -802,17 +827,38 @@ def _queries_chunk(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, 
                 cols[t] = fb_cols[f, t]
         else:
             st = stream_state(seed, epoch, key)
-            draw_row(False, packed[p], cib, bcum, 0, 0, nvalid[p], peak[p], logw[p], k, n,
+            draw_row(False, row(packed, p), cib, bcum, 0, 0, nvalid[p], peak[p], row(logw, p), k,
+                     n,
                      replace, max_reject, st, mark, np.int64(r), wbuf, ibuf, cand, cols)
-        orow = out[r]
+        orow = row(out, r)
         if want_ids:
-            idrow = cand_ids[q]
+            idrow = row(cand_ids, q)
             for t in range(n):
                 c = cols[t]
                 orow[t] = -1 if c < 0 else np.int64(idrow[c])
         else:
             for t in range(n):
                 orow[t] = cols[t]
+
+
+@jit
+def _queries_chunk(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n, replace,
+                   max_reject, has_fb, fb_index, fb_cols, cand_ids, want_ids, out, pair_col,
+                   pair_fb, pidx, start, stop):
+    """:func:`_queries_rows` for ``rows[start:stop]`` with this chunk's own scratch buffers
+    (allocated here, so they outlive the call that borrows them)."""
+    k = packed.shape[1]
+    kb = k + CDF_BLOCK
+    mark = np.full(k, -1, np.int64)
+    cib = np.empty(kb, np.float64)
+    bcum = np.empty(kb // CDF_BLOCK + 1, np.float64)
+    wbuf = np.empty(kb, np.float32)
+    ibuf = np.empty(kb, np.int32)
+    cand = np.empty(n, np.int64)
+    cols = np.empty(n, np.int64)
+    _queries_rows(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n, replace,
+                  max_reject, has_fb, fb_index, fb_cols, cand_ids, want_ids, out, pair_col,
+                  pair_fb, pidx, start, stop, mark, cib, bcum, wbuf, ibuf, cand, cols)
 
 
 @pjit
@@ -841,26 +887,36 @@ def sample_batch_ser(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch
                    pair_fb, pidx, 0, rows.shape[0])
 
 
-@jit(inline="always")
+@jit
 def _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch,
                  replace, max_reject, out, status, start, stop):
-    """Weights, cumulative weights, draws and id lookup for rows ``start:stop``, all in
-    thread-local buffers (nothing of size n_q x k is allocated). ``status[r]`` is set to 1 for a
-    row ``logw_row`` rejects (its output row is all -1; the caller raises)."""
+    """:func:`_fused_rows` for rows ``start:stop`` with this chunk's own scratch buffers."""
     k = scores.shape[1]
-    lw = np.empty(k, np.float32)
     kb = k + CDF_BLOCK
-    cib = np.empty(kb, np.float64)
-    bcum = np.empty(kb // CDF_BLOCK + 1, np.float64)
-    wbuf = np.empty(kb, np.float32)
-    ibuf = np.empty(kb, np.int32)
-    mark = np.full(k, -1, np.int64)
-    cand = np.empty(n, np.int64)
-    cols = np.empty(n, np.int64)
-    dummy = np.zeros((1, 2), np.int32)  # no alias table in the fused path
+    _fused_rows(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch,
+                replace, max_reject, out, status, start, stop, np.empty(k, np.float32),
+                np.empty(kb, np.float64), np.empty(kb // CDF_BLOCK + 1, np.float64),
+                np.empty(kb, np.float32), np.empty(kb, np.int32), np.full(k, -1, np.int64),
+                np.empty(n, np.int64), np.empty(n, np.int64), np.zeros((1, 2), np.int32))
+
+
+@jit
+def _fused_rows(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch,
+                replace, max_reject, out, status, start, stop, lw, cib, bcum, wbuf, ibuf, mark,
+                cand, cols, dummy):
+    """Weights, cumulative weights, draws and id lookup for rows ``start:stop``, all in
+    thread-local buffers (nothing of size n_q x k is allocated; ``dummy``: no alias table in
+    the fused path). ``status[r]`` is set to 1 for a row ``logw_row`` rejects (its output row
+    is all -1; the caller raises)."""
+    ids, scores, pos, keys = borrow(ids), borrow(scores), borrow(pos), borrow(keys)
+    out, status, lw, cib, bcum = borrow(out), borrow(status), borrow(lw), borrow(cib), \
+        borrow(bcum)
+    wbuf, ibuf, mark, cand = borrow(wbuf), borrow(ibuf), borrow(mark), borrow(cand)
+    cols, dummy = borrow(cols), borrow(dummy)
+    k = scores.shape[1]
     for r in range(start, stop):
         s_pos = np.float64(pos[r])
-        nv = logw_row(scores[r], s_pos, a, b, kernel, ids[r], True, missing, lw)
+        nv = logw_row(row(scores, r), s_pos, a, b, kernel, row(ids, r), True, missing, lw)
         status[r] = np.int8(nv == BAD_ROW)
         if nv == BAD_ROW:  # the caller raises; nothing is drawn from a rejected row
             for t in range(n):
@@ -874,8 +930,8 @@ def _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, se
             peak = 1.0 / bcum[nb - 1] if last >= 0 else 0.0  # the max weight is 1
             draw_row(True, dummy, cib, bcum, nb, last, nv, peak, lw, k, n, replace, max_reject,
                      st, mark, np.int64(r), wbuf, ibuf, cand, cols)
-        orow = out[r]
-        idrow = ids[r]
+        orow = row(out, r)
+        idrow = row(ids, r)
         for t in range(n):
             c = cols[t]
             orow[t] = -1 if c < 0 else np.int64(idrow[c])

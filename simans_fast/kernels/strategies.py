@@ -36,6 +36,7 @@ import numpy as np
 from numba import prange
 
 from .._numba import jit, pjit
+from .borrowed import borrow, row
 
 _INF = np.inf
 
@@ -188,13 +189,23 @@ def top_row(srow, mrow, n, cols, sbuf):
 def _mask_chunk(ids, scores, pos, is_pos, has_pos, max_score, min_score, use_margin, margin,
                 use_perc, perc, inclusive, lo, hi, need_rank, rank_rule, mask, n_kept, start,
                 stop):
-    k = scores.shape[1]
-    keys = np.empty(k, np.float64)
+    _mask_rows(ids, scores, pos, is_pos, has_pos, max_score, min_score, use_margin, margin,
+               use_perc, perc, inclusive, lo, hi, need_rank, rank_rule, mask, n_kept, start,
+               stop, np.empty(scores.shape[1], np.float64))
+
+
+@jit
+def _mask_rows(ids, scores, pos, is_pos, has_pos, max_score, min_score, use_margin, margin,
+               use_perc, perc, inclusive, lo, hi, need_rank, rank_rule, mask, n_kept, start,
+               stop, keys):
+    # borrowed arrays: no reference counting per row (see kernels.borrowed)
+    ids, scores, pos, is_pos = borrow(ids), borrow(scores), borrow(pos), borrow(is_pos)
+    mask, n_kept, keys = borrow(mask), borrow(n_kept), borrow(keys)
     for r in range(start, stop):
         thr = row_threshold(np.float64(pos[r]), max_score, use_margin, margin, use_perc, perc)
-        prow = is_pos[r] if has_pos else is_pos[0]
-        n_kept[r] = mask_row(ids[r], scores[r], prow, has_pos, thr, min_score, inclusive, lo, hi,
-                             need_rank, rank_rule, keys, mask[r])
+        prow = row(is_pos, r) if has_pos else row(is_pos, 0)
+        n_kept[r] = mask_row(row(ids, r), row(scores, r), prow, has_pos, thr, min_score,
+                             inclusive, lo, hi, need_rank, rank_rule, keys, row(mask, r))
 
 
 @pjit
@@ -261,9 +272,15 @@ def positive_mask_ser(ids, pos_ids, out, chunk):
 
 @jit
 def _top_chunk(ids, scores, mask, n, out_cols, out_ids, start, stop):
-    sbuf = np.empty(n, np.float64)
+    _top_rows(ids, scores, mask, n, out_cols, out_ids, start, stop, np.empty(n, np.float64))
+
+
+@jit
+def _top_rows(ids, scores, mask, n, out_cols, out_ids, start, stop, sbuf):
+    ids, scores, mask, out_cols = borrow(ids), borrow(scores), borrow(mask), borrow(out_cols)
+    out_ids, sbuf = borrow(out_ids), borrow(sbuf)
     for r in range(start, stop):
-        top_row(scores[r], mask[r], n, out_cols[r], sbuf)
+        top_row(row(scores, r), row(mask, r), n, row(out_cols, r), sbuf)
         for t in range(n):
             c = out_cols[r, t]
             out_ids[r, t] = ids[r, c] if c >= 0 else -1
