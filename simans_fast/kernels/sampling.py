@@ -572,6 +572,24 @@ def lowest_row(lw, k, n, cols):
 # at moderate ``a``).
 # ----------------------------------------------------------------------------------------------
 @jit
+def _build_scratch(k):
+    """A chunk's scratch for :func:`build_row`: ``q, wbuf, ibuf, light, heavy, ql, qh``."""
+    return (np.empty(k, np.float64), np.empty(k, np.float32), np.empty(k, np.int32),
+            np.empty(k + 1, np.int64), np.empty(k + 1, np.int64), np.empty(k + 1, np.float64),
+            np.empty(k + 1, np.float64))
+
+
+@jit
+def _draw_scratch(k, n):
+    """A chunk's scratch for :func:`draw_row`: ``mark, cib, bcum, wbuf, ibuf, cand, cols``
+    (``mark`` all -1, as :func:`draw_row` expects)."""
+    kb = k + CDF_BLOCK
+    return (np.full(k, -1, np.int64), np.empty(kb, np.float64),
+            np.empty(kb // CDF_BLOCK + 1, np.float64), np.empty(kb, np.float32),
+            np.empty(kb, np.int32), np.empty(n, np.int64), np.empty(n, np.int64))
+
+
+@jit
 def _logw_chunk(scores, pos, a, b, kernel, ids, has_ids, missing, out, nvalid, start, stop):
     scores, pos, ids, out, nvalid = borrow(scores), borrow(pos), borrow(ids), borrow(out), \
         borrow(nvalid)
@@ -616,11 +634,8 @@ def _build_rows(logw, packed, nvalid, peak, start, stop, q, wbuf, ibuf, light, h
 
 @jit
 def _build_chunk(logw, packed, nvalid, peak, start, stop):
-    k = logw.shape[1]
-    _build_rows(logw, packed, nvalid, peak, start, stop, np.empty(k, np.float64),
-                np.empty(k, np.float32), np.empty(k, np.int32), np.empty(k + 1, np.int64),
-                np.empty(k + 1, np.int64), np.empty(k + 1, np.float64),
-                np.empty(k + 1, np.float64))
+    q, wbuf, ibuf, light, heavy, ql, qh = _build_scratch(logw.shape[1])
+    _build_rows(logw, packed, nvalid, peak, start, stop, q, wbuf, ibuf, light, heavy, ql, qh)
 
 
 @pjit
@@ -646,12 +661,9 @@ def _weights_tables_chunk(scores, qrow, pos, a, b, kernel, ids, missing, logw, p
     candidates of query ``qrow[r]`` and the positive score ``pos[r]``. The same numbers as
     :func:`_logw_chunk` then :func:`_build_chunk`; a row ``logw_row`` rejects gets
     ``nvalid[r] = BAD_ROW`` and no table (the caller raises)."""
-    k = logw.shape[1]
+    q, wbuf, ibuf, light, heavy, ql, qh = _build_scratch(logw.shape[1])
     _weights_tables_rows(scores, qrow, pos, a, b, kernel, ids, missing, logw, packed, nvalid,
-                         peak, start, stop, np.empty(k, np.float64), np.empty(k, np.float32),
-                         np.empty(k, np.int32), np.empty(k + 1, np.int64),
-                         np.empty(k + 1, np.int64), np.empty(k + 1, np.float64),
-                         np.empty(k + 1, np.float64))
+                         peak, start, stop, q, wbuf, ibuf, light, heavy, ql, qh)
 
 
 @jit
@@ -696,12 +708,9 @@ def weights_tables_ser(scores, qrow, pos, a, b, kernel, ids, missing, logw, pack
 @jit
 def _sample_chunk(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace, max_reject, out,
                   start, stop):
-    k = packed.shape[1]
-    kb = k + CDF_BLOCK
+    mark, cib, bcum, wbuf, ibuf, cand, _ = _draw_scratch(packed.shape[1], n)
     _sample_rows(packed, nvalid, peak, logw, trows, keys, n, seed, epoch, replace, max_reject,
-                 out, start, stop, np.full(k, -1, np.int64), np.empty(kb, np.float64),
-                 np.empty(kb // CDF_BLOCK + 1, np.float64), np.empty(kb, np.float32),
-                 np.empty(kb, np.int32), np.empty(n, np.int64))
+                 out, start, stop, mark, cib, bcum, wbuf, ibuf, cand)
 
 
 @jit
@@ -828,8 +837,7 @@ def _queries_rows(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n
         else:
             st = stream_state(seed, epoch, key)
             draw_row(False, row(packed, p), cib, bcum, 0, 0, nvalid[p], peak[p], row(logw, p), k,
-                     n,
-                     replace, max_reject, st, mark, np.int64(r), wbuf, ibuf, cand, cols)
+                     n, replace, max_reject, st, mark, np.int64(r), wbuf, ibuf, cand, cols)
         orow = row(out, r)
         if want_ids:
             idrow = row(cand_ids, q)
@@ -847,15 +855,7 @@ def _queries_chunk(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, 
                    pair_fb, pidx, start, stop):
     """:func:`_queries_rows` for ``rows[start:stop]`` with this chunk's own scratch buffers
     (allocated here, so they outlive the call that borrows them)."""
-    k = packed.shape[1]
-    kb = k + CDF_BLOCK
-    mark = np.full(k, -1, np.int64)
-    cib = np.empty(kb, np.float64)
-    bcum = np.empty(kb // CDF_BLOCK + 1, np.float64)
-    wbuf = np.empty(kb, np.float32)
-    ibuf = np.empty(kb, np.int32)
-    cand = np.empty(n, np.int64)
-    cols = np.empty(n, np.int64)
+    mark, cib, bcum, wbuf, ibuf, cand, cols = _draw_scratch(packed.shape[1], n)
     _queries_rows(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n, replace,
                   max_reject, has_fb, fb_index, fb_cols, cand_ids, want_ids, out, pair_col,
                   pair_fb, pidx, start, stop, mark, cib, bcum, wbuf, ibuf, cand, cols)
@@ -892,12 +892,10 @@ def _fused_chunk(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, se
                  replace, max_reject, out, status, start, stop):
     """:func:`_fused_rows` for rows ``start:stop`` with this chunk's own scratch buffers."""
     k = scores.shape[1]
-    kb = k + CDF_BLOCK
+    mark, cib, bcum, wbuf, ibuf, cand, cols = _draw_scratch(k, n)
     _fused_rows(ids, scores, pos, a, b, kernel, missing, lowest_fb, keys, n, seed, epoch,
-                replace, max_reject, out, status, start, stop, np.empty(k, np.float32),
-                np.empty(kb, np.float64), np.empty(kb // CDF_BLOCK + 1, np.float64),
-                np.empty(kb, np.float32), np.empty(kb, np.int32), np.full(k, -1, np.int64),
-                np.empty(n, np.int64), np.empty(n, np.int64), np.zeros((1, 2), np.int32))
+                replace, max_reject, out, status, start, stop, np.empty(k, np.float32), cib,
+                bcum, wbuf, ibuf, mark, cand, cols, np.zeros((1, 2), np.int32))
 
 
 @jit
