@@ -409,3 +409,53 @@ def test_bad_shapes_and_dtypes():
         sf.sample(np.zeros((2, 2), np.float32), 1, rows=[2])
     with pytest.raises(ValueError, match="row_keys must have shape"):
         sf.sample(np.zeros((2, 2), np.float32), 1, row_keys=[1])
+
+
+def _grouped_peaked_row(layout):
+    """k = 200 log-weights in three tiers far apart: 8 near 0, 5 near -80 (their total is below
+    2**-100 of the first tier's, so drawing them needs a re-exponentiation), 8 near -200 (zero
+    in float32 relative to the first tier), the rest near -400. With n = 15 a row draws all
+    of tier 1, all of tier 2 and 2 of tier 3, across two re-exponentiations. ``sorted``: tiers
+    in adjacent columns (the finish scans a short span); ``shuffled``: spread over the row (the
+    finish uses the two-level CDF)."""
+    rng = np.random.default_rng(42)
+    lw = np.concatenate([rng.uniform(-0.7, 0.0, 8), rng.uniform(-80.7, -80.0, 5),
+                         rng.uniform(-200.7, -200.0, 8), rng.uniform(-400.7, -400.0, 179)])
+    if layout == "shuffled":
+        lw = lw[rng.permutation(200)]
+    return lw
+
+
+@pytest.mark.parametrize("layout", ["sorted", "shuffled"])
+@pytest.mark.parametrize("path", ["tables", "single_shot"])
+def test_peaked_rows_across_rebases_match_numpy_choice(layout, path):
+    """Rank of each draw within the successive sample (draw t's column), tier by tier, against
+    numpy ``Generator.choice(replace=False, p=...)`` in float64: the finish after the rejection
+    phase (alias tables: weights re-exponentiated; single shot: the row's CDF reused)."""
+    lw = _grouped_peaked_row(layout)
+    reps = 20_000
+    if path == "tables":
+        ours = sf.sample(np.tile(lw.astype(np.float32), (reps, 1)), 15, seed=7)
+    else:  # Laplace, a = 1, positive score 0: log-weight -s for s >= 0
+        scores = np.tile(-lw, (reps, 1))
+        ids = np.tile(np.arange(200), (reps, 1))
+        ours = sf.simans_negatives(ids, scores, np.zeros(reps), 15, a=1.0, kernel="laplace",
+                                   seed=7)
+    assert ours.shape == (reps, 15) and np.all(ours >= 0)
+    assert all(len(set(r)) == 15 for r in ours[:500].tolist())
+    p = np.exp(lw - lw.max())
+    p /= p.sum()
+    g = np.random.default_rng(3)
+    theirs = np.array([g.choice(200, 15, replace=False, p=p) for _ in range(reps)])
+    order = np.argsort(-lw)
+    tier1, tier2, tier3 = order[:8], order[8:13], order[13:21]
+    for name, sel in (("ours", ours), ("numpy", theirs)):  # the tiers come out in order
+        assert set(np.unique(sel[:, :8])) <= set(tier1.tolist()), name
+        assert set(np.unique(sel[:, 8:13])) <= set(tier2.tolist()), name
+        assert set(np.unique(sel[:, 13:])) <= set(tier3.tolist()), name
+    # the order inside each tier: the column at draw t, for t in 0, 4, 8, 11, 13, 14
+    for t in (0, 4, 8, 11, 13, 14):
+        a = np.bincount(ours[:, t], minlength=200)
+        b = np.bincount(theirs[:, t], minlength=200)
+        keep = (a + b) > 10
+        assert stats.chi2_contingency(np.vstack([a[keep], b[keep]])).pvalue > P_MIN, t

@@ -258,6 +258,23 @@ def row_max(x, k):
 
 
 @jit(inline="always")
+def row_max_unmarked(x, k, mark, stamp):
+    """Largest of ``x[i]`` over ``i < k`` with ``mark[i] != stamp`` (-inf if none), with four
+    independent running maxima as :func:`row_max` (exact in any order)."""
+    m0 = _NEG_INF32
+    m1 = m2 = m3 = m0
+    k4 = k - k % 4
+    for i in range(0, k4, 4):
+        m0 = _max2(x[i] if mark[i] != stamp else _NEG_INF32, m0)
+        m1 = _max2(x[i + 1] if mark[i + 1] != stamp else _NEG_INF32, m1)
+        m2 = _max2(x[i + 2] if mark[i + 2] != stamp else _NEG_INF32, m2)
+        m3 = _max2(x[i + 3] if mark[i + 3] != stamp else _NEG_INF32, m3)
+    for i in range(k4, k):
+        m0 = _max2(x[i] if mark[i] != stamp else _NEG_INF32, m0)
+    return _max2(_max2(m0, m1), _max2(m2, m3))
+
+
+@jit(inline="always")
 def build_row(lw, k, packed, q, wbuf, light, heavy, ql, qh):
     """Walker alias table of one row from its float32 log-weights.
 
@@ -382,12 +399,18 @@ def build_cdf(lw, k, cib, bcum, wbuf):
     for b in range(nb):
         _block_sums(wbuf, cib, b)
     _block_prefix(nb, cib, bcum, 0)
-    last = -1
-    for i in range(k - 1, -1, -1):  # usually the last column itself
-        if wbuf[i] > _F0:
-            last = i
-            break
-    return nb, last
+    return nb, last_positive(wbuf, k)
+
+
+@jit(inline="always")
+def last_positive(w, k):
+    """The last ``i < k`` with ``w[i] > 0``, -1 if none: a branch-free integer max reduction
+    (vectorised), as fast whether the row's tail is zero (peaked rows) or not."""
+    last = np.int64(-1)
+    for i in range(k):
+        v = np.int64(i) if w[i] > _F0 else np.int64(-1)
+        last = v if v > last else last
+    return last
 
 
 @jit(inline="always")
@@ -441,50 +464,114 @@ _REBASE = 7.888609052210118e-31  # 2**-100
 PEAKED = 0.3
 
 
+# A finish whose positive weights all lie within this many consecutive columns draws by a linear
+# cumulative scan of that span (no block sums to maintain): peaked rows (large ``a``) of
+# score-sorted candidates keep ~10-20 adjacent candidates above float32's range, and the
+# two-level CDF's upkeep per draw (one block's sums and the block prefix, two dependent chains)
+# costs more than scanning them.
+SPAN = 48
+
+
+@jit(inline="always")
+def positive_span(w, k):
+    """``(lo, hi)``: the first and last ``i < k`` with ``w[i] > 0`` (``(k, -1)`` if none), by
+    branch-free integer min/max reductions (vectorised)."""
+    lo = np.int64(k)
+    hi = np.int64(-1)
+    for i in range(k):
+        p = w[i] > _F0
+        a = np.int64(i) if p else np.int64(k)
+        z = np.int64(i) if p else np.int64(-1)
+        lo = a if a < lo else lo
+        hi = z if z > hi else hi
+    return lo, hi
+
+
+@jit(inline="always")
+def _span_draws(wbuf, lo, hi, mark, stamp, cols, count, target, st, j):
+    """Successive draws from the weights ``wbuf[lo:hi + 1]`` (zero outside the span): each takes
+    the first column whose cumulative weight, summed afresh in float64 from ``lo``, exceeds
+    ``u * total``, then gets weight 0. Stops when ``target`` columns are chosen or the remaining
+    total is <= ``_REBASE`` (the caller then re-exponentiates). Returns ``(count, j)``."""
+    while count < target:
+        total = 0.0
+        for i in range(lo, hi + 1):
+            total += np.float64(wbuf[i])
+        if not (total > _REBASE):
+            break
+        r = draw_uniform(st, np.uint64(j)) * total
+        j += 1
+        c = -1
+        acc = 0.0
+        for i in range(lo, hi + 1):
+            acc += np.float64(wbuf[i])
+            if acc > r:
+                c = i
+                break
+        if c < 0:  # rounding at the end of the span: the last positive weight
+            for i in range(hi, lo - 1, -1):
+                if wbuf[i] > _F0:
+                    c = i
+                    break
+        cols[count] = c
+        count += 1
+        mark[c] = stamp
+        wbuf[c] = _F0
+    return count, j
+
+
 @jit
 def exact_finish(lw, k, mark, stamp, cols, count, target, st, j, cib, bcum, wbuf,
                  have_w):
     """Successive sampling of ``target - count`` more columns among the unmarked valid ones.
 
-    Weights come from ``wbuf`` when ``have_w`` (the row's weights relative to its maximum),
-    else, and whenever the remaining total falls below 2**-100, from ``exp(lw - m)`` with ``m``
-    the largest remaining log-weight, so candidates whose weight underflowed are still drawn in
-    the right proportions. Chosen columns get weight 0 and only their block and the block prefix
-    after it are recomputed. Returns ``(count, j)``.
+    Weights come from ``wbuf`` when ``have_w`` (the row's weights relative to its maximum, with
+    ``cib``/``bcum`` its two-level CDF from :func:`build_cdf`), else, and whenever the
+    remaining total falls below 2**-100, from ``exp(lw - m)`` with ``m`` the largest remaining
+    log-weight, so candidates whose weight underflowed are still drawn in the right
+    proportions. When the positive weights lie within ``SPAN`` consecutive columns the draws
+    scan that span (:func:`_span_draws`); otherwise they use the two-level CDF, where each
+    chosen column gets weight 0 and only its block and the block prefix after it are
+    recomputed. Returns ``(count, j)``.
     """
     nb = (k + CDF_BLOCK - 1) // CDF_BLOCK
     fresh = have_w
+    blocks = have_w  # cib/bcum hold the row's CDF but for the blocks of the chosen columns
     if have_w:
-        # the CDF of the whole row is current: only the blocks of the columns already chosen
-        # change (each recomputed from scratch, so the numbers equal a full recomputation)
-        b0 = nb
         for t in range(count):
-            c = cols[t]
-            wbuf[c] = _F0
-            b = c // CDF_BLOCK
-            b0 = b if b < b0 else b0
-        for t in range(count):
-            _block_sums(wbuf, cib, cols[t] // CDF_BLOCK)
-        if b0 < nb:
-            _block_prefix(nb, cib, bcum, b0)
+            wbuf[cols[t]] = _F0
     while count < target:
         if not fresh:
-            m = _NEG_INF32
-            for i in range(k):
-                if mark[i] != stamp and lw[i] > m:
-                    m = lw[i]
+            m = row_max_unmarked(lw, k, mark, stamp)
             if not (m > _NEG_INF32):
                 break  # nothing valid left (cannot happen when target <= n_valid)
             exp_shifted(lw, m, k, wbuf)
-            for i in range(k):
-                if mark[i] == stamp:
-                    wbuf[i] = _F0
+            for t in range(count):  # the marked columns are exactly the chosen ones
+                wbuf[cols[t]] = _F0
+            blocks = False
+        fresh = False
+        lo, hi = positive_span(wbuf, k)
+        if hi - lo < SPAN:
+            count, j = _span_draws(wbuf, lo, hi, mark, stamp, cols, count, target, st, j)
+            blocks = False
+            continue
+        if blocks:
+            # only the blocks of the columns already chosen changed (each recomputed from
+            # scratch, so the numbers equal a full recomputation)
+            b0 = nb
+            for t in range(count):
+                b = cols[t] // CDF_BLOCK
+                b0 = b if b < b0 else b0
+                _block_sums(wbuf, cib, b)
+            if b0 < nb:
+                _block_prefix(nb, cib, bcum, b0)
+        else:
             for i in range(k, nb * CDF_BLOCK):
                 wbuf[i] = _F0
             for b in range(nb):
                 _block_sums(wbuf, cib, b)
             _block_prefix(nb, cib, bcum, 0)
-        fresh = False
+        blocks = False
         while count < target and bcum[nb - 1] > _REBASE:
             u = draw_uniform(st, np.uint64(j))
             j += 1
