@@ -399,18 +399,7 @@ def build_cdf(lw, k, cib, bcum, wbuf):
     for b in range(nb):
         _block_sums(wbuf, cib, b)
     _block_prefix(nb, cib, bcum, 0)
-    return nb, last_positive(wbuf, k)
-
-
-@jit(inline="always")
-def last_positive(w, k):
-    """The last ``i < k`` with ``w[i] > 0``, -1 if none: a branch-free integer max reduction
-    (vectorised), as fast whether the row's tail is zero (peaked rows) or not."""
-    last = np.int64(-1)
-    for i in range(k):
-        v = np.int64(i) if w[i] > _F0 else np.int64(-1)
-        last = v if v > last else last
-    return last
+    return nb, positive_span(wbuf, k)[1]  # its unused start is dead code once inlined
 
 
 @jit(inline="always")
@@ -964,14 +953,6 @@ def _prefetch_meta(nvalid, peak, has_fb, fb_index, pair_col, pair_fb, want_pidx,
         prefetch(pair_fb, p)
 
 
-@jit(inline="always")
-def _ids_of(orow, idrow, n):
-    """``orow[:n]``, columns, replaced by the ids ``idrow[column]`` (-1 stays -1)."""
-    for t in range(n):
-        c = orow[t]
-        orow[t] = -1 if c < 0 else np.int64(idrow[c])
-
-
 @jit
 def _queries_rows(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n, replace,
                   max_reject, has_fb, fb_index, fb_cols, cand_ids, want_ids, out, pair_col,
@@ -1034,10 +1015,14 @@ def _queries_rows(packed, nvalid, peak, logw, indptr, keys, rows, seed, epoch, n
             draw_row(False, row(packed, p), cib, bcum, 0, 0, nvalid[p], peak[p], row(logw, p), k,
                      n, replace, max_reject, st, mark, np.int64(r), wbuf, cand, cols)
         orow = row(out, r)
-        for t in range(n):
-            orow[t] = cols[t]
         if want_ids:
-            _ids_of(orow, row(cand_ids, q), n)
+            idrow = row(cand_ids, q)
+            for t in range(n):
+                c = cols[t]
+                orow[t] = -1 if c < 0 else np.int64(idrow[c])
+        else:
+            for t in range(n):
+                orow[t] = cols[t]
 
 
 @jit
